@@ -1,0 +1,47 @@
+"""Dependencies shared by the routers: the stores on app.state, and problem response docs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from service.jobs import JobStore
+from service.jobspec import JobKind
+from service.model_catalog import ModelCatalog
+from service.problems import PROBLEM_CONTENT_TYPE, Problem
+
+_PROBLEM_DESCRIPTIONS = {
+    400: "Bad request",
+    401: "Missing or invalid API key",
+    404: "Not found (or owned by another tenant)",
+    409: "Conflict with the job's current state",
+    413: "Request body too large",
+    415: "Unsupported content type",
+    422: "Validation failed; `errors` names each field",
+    503: "Redis is unavailable; retry after `Retry-After` seconds",
+}
+
+
+def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {
+        code: {"model": Problem, "description": _PROBLEM_DESCRIPTIONS[code], "content": {PROBLEM_CONTENT_TYPE: {}}}
+        for code in codes
+    }
+
+
+def get_store(request: Request) -> JobStore:
+    return request.app.state.store
+
+
+def get_catalog(request: Request) -> ModelCatalog:
+    return request.app.state.catalog
+
+
+def get_kinds(request: Request) -> dict[str, JobKind]:
+    return request.app.state.kinds
+
+
+Store = Annotated[JobStore, Depends(get_store)]
+Catalog = Annotated[ModelCatalog, Depends(get_catalog)]
+Kinds = Annotated[dict[str, JobKind], Depends(get_kinds)]

@@ -1,0 +1,299 @@
+"""/v1/jobs: create, read, list, cancel, delete, follow and download jobs."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
+
+from service.api.deps import Catalog, Kinds, Store, problem_responses
+from service.auth import Tenant, get_settings
+from service.jobs import CancelOutcome, decode_page_token, record_to_job, request_fingerprint
+from service.jobspec import Job, JobCreate, JobPage, JobStatus, KindInfo
+from service.problems import ProblemError, invalid
+from service.settings import Settings
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+POLL_AFTER_SECONDS = 1
+SSE_KEEPALIVE_SECONDS = 15.0
+SSE_RECHECK_SECONDS = 2.0
+ARTIFACT_CACHE_CONTROL = "private, max-age=31536000, immutable"
+JOB_ID_PATTERN = r"^[0-9a-z]{26}$"
+ARTIFACT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+JobId = Annotated[str, Path(description="The job id.")]
+
+
+def _not_found(job_id: str) -> ProblemError:
+    return ProblemError(404, "job-not-found", f"No job {job_id!r}.")
+
+
+def require_json_body(content_type: Annotated[str | None, Header(include_in_schema=False)] = None) -> None:
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise ProblemError(
+            415, "unsupported-media-type", f"Send the job as `application/json` (got {media_type or 'nothing'!r})."
+        )
+
+
+@router.get("/kinds", response_model=list[KindInfo], summary="The job kinds this deployment runs")
+def list_kinds(kinds: Kinds, _: Tenant) -> list[KindInfo]:
+    return [
+        KindInfo(name=k.name, description=k.description, params_schema=k.params_model.model_json_schema())
+        for k in kinds.values()
+    ]
+
+
+@router.post(
+    "/jobs",
+    status_code=202,
+    response_model=Job,
+    summary="Create a job",
+    dependencies=[Depends(require_json_body)],
+    responses=problem_responses(401, 413, 415, 422, 503),
+)
+def create_job(
+    body: JobCreate,
+    response: Response,
+    tenant: Tenant,
+    store: Store,
+    catalog: Catalog,
+    kinds: Kinds,
+    settings: Annotated[Settings, Depends(get_settings)],
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=255,
+            description="Retrying with the same key and body returns the same job (202, with "
+            "`Idempotent-Replayed: true`); the same key with another body is a 422. Keys are "
+            "kept for the result TTL.",
+        ),
+    ] = None,
+) -> Job:
+    kind = kinds.get(body.kind)
+    if kind is None:
+        allowed = ", ".join(sorted(kinds)) or "none (no job kinds are installed)"
+        raise invalid(["body", "kind"], f"unknown job kind {body.kind!r}; allowed: {allowed}", "unknown-kind")
+    try:
+        params = kind.params_model.model_validate(body.params)
+    except ValidationError as exc:
+        errors = [
+            {"loc": ["body", "params", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_url=False, include_context=False, include_input=False)
+        ]
+        detail = "; ".join(f"params.{'.'.join(map(str, e['loc'][2:]))}: {e['msg']}" for e in errors[:5])
+        raise ProblemError(422, "invalid-params", detail, title="Request validation failed", errors=errors) from exc
+    if catalog.get(tenant, body.model) is None:
+        allowed = ", ".join(catalog.ids(tenant)) or "none"
+        raise invalid(["body", "model"], f"unknown model {body.model!r}; allowed: {allowed}", "unknown-model")
+    timeout = body.timeout_seconds or settings.job_timeout_seconds
+    if timeout > settings.job_timeout_seconds:
+        raise invalid(
+            ["body", "timeout_seconds"],
+            f"at most {settings.job_timeout_seconds} (GLASSBOX_JOB_TIMEOUT_SECONDS)",
+            "limit-exceeded",
+        )
+    outcome = store.create(
+        tenant,
+        kind=body.kind,
+        model=body.model,
+        params=params.model_dump(mode="json"),
+        metadata=body.metadata,
+        timeout_seconds=timeout,
+        idempotency_key=idempotency_key,
+        fingerprint=request_fingerprint(body.model_dump(mode="json")),
+    )
+    if not outcome.fingerprint_matches:
+        raise invalid(
+            ["header", "Idempotency-Key"],
+            f"this key was used for another request (job {outcome.job_id}); use a new key",
+            "idempotency-key-reused",
+        )
+    job = store.get(tenant, outcome.job_id)
+    if job is None:  # deleted between create and read: only possible for a replayed key
+        raise _not_found(outcome.job_id)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    response.headers["Retry-After"] = str(POLL_AFTER_SECONDS)
+    if not outcome.created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return job
+
+
+@router.get(
+    "/jobs",
+    response_model=JobPage,
+    summary="List the tenant's jobs, newest first",
+    responses=problem_responses(401, 422, 503),
+)
+def list_jobs(
+    tenant: Tenant,
+    store: Store,
+    status: JobStatus | None = None,
+    kind: str | None = Query(default=None, max_length=100),
+    page_size: int = Query(default=20, ge=1, le=200),
+    page_token: str | None = Query(default=None, max_length=200, description="From `next_page_token`."),
+) -> JobPage:
+    after = None
+    if page_token is not None:
+        try:
+            after = decode_page_token(page_token)
+        except ValueError as exc:
+            raise invalid(["query", "page_token"], str(exc)) from exc
+    items, token = store.list(tenant, page_size=page_size, after=after, status=status, kind=kind)
+    return JobPage(items=items, next_page_token=token)
+
+
+@router.get("/jobs/{job_id}", response_model=Job, summary="Get a job", responses=problem_responses(401, 404, 503))
+def get_job(job_id: JobId, tenant: Tenant, store: Store, response: Response) -> Job:
+    job = store.get(tenant, job_id)
+    if job is None:
+        raise _not_found(job_id)
+    if not job.status.is_terminal:
+        response.headers["Retry-After"] = str(POLL_AFTER_SECONDS)
+    return job
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=Job,
+    status_code=202,
+    summary="Cancel a queued or running job",
+    description="A queued job is canceled at once. A running job is asked to stop and ends "
+    "`canceled` at its next step (`cancel_requested` is true meanwhile). Canceling a canceled "
+    "job is a no-op; canceling a succeeded or failed one is a 409.",
+    responses=problem_responses(401, 404, 409, 503),
+)
+def cancel_job(job_id: JobId, tenant: Tenant, store: Store) -> Job:
+    outcome, job = store.cancel(tenant, job_id)
+    if job is None or outcome == CancelOutcome.MISSING:
+        raise _not_found(job_id)
+    if outcome in (JobStatus.succeeded, JobStatus.failed):
+        raise ProblemError(409, "job-finished", f"Job {job_id} already {outcome}; nothing to cancel.")
+    return job
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    status_code=204,
+    summary="Forget a finished job and its artifacts",
+    responses=problem_responses(401, 404, 409, 503),
+)
+def delete_job(job_id: JobId, tenant: Tenant, store: Store) -> Response:
+    outcome = store.delete(tenant, job_id)
+    if outcome == "missing":
+        raise _not_found(job_id)
+    if outcome != "deleted":
+        raise ProblemError(409, "job-not-finished", f"Job {job_id} is {outcome}; cancel it first.")
+    return Response(status_code=204)
+
+
+@router.get(
+    "/jobs/{job_id}/artifacts/{name}",
+    summary="Download one artifact",
+    description="Artifacts never change: the strong `ETag` is the content's sha256, "
+    "`If-None-Match` gives 304, and they may be cached for as long as the job lives.",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        304: {"description": "Not modified (the ETag matches)"},
+        **problem_responses(401, 404, 503),
+    },
+)
+def get_artifact(
+    job_id: JobId,
+    name: Annotated[str, Path(pattern=ARTIFACT_NAME_PATTERN)],
+    tenant: Tenant,
+    store: Store,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    found = store.artifact(tenant, job_id, name)
+    if found is None:
+        raise ProblemError(404, "artifact-not-found", f"Job {job_id!r} has no artifact {name!r}.")
+    ref, data = found
+    etag = f'"{ref.sha256}"'
+    headers = {"ETag": etag, "Cache-Control": ARTIFACT_CACHE_CONTROL}
+    if if_none_match and (if_none_match.strip() == "*" or etag in [t.strip() for t in if_none_match.split(",")]):
+        return Response(status_code=304, headers=headers)
+    headers["Content-Disposition"] = f'inline; filename="{name}"'
+    return Response(content=data, media_type=ref.content_type, headers=headers)
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    summary="Follow a job as Server-Sent Events",
+    description="Events: `status` (data: the whole job) first and on every status change, "
+    "`progress` (data: `{fraction, message}`) as the job advances. The stream ends after the "
+    "`status` event of a finished job. Comment lines keep idle connections open.",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, **problem_responses(401, 404, 503)},
+)
+async def job_events(job_id: JobId, tenant: Tenant, request: Request) -> StreamingResponse:
+    store = request.app.state.store
+    async_redis = request.app.state.async_redis
+    channel = store.keys.events(job_id)
+    pubsub = async_redis.pubsub()
+    # Subscribe before the first read, so that no change between the two is missed.
+    await pubsub.subscribe(channel)
+    try:
+        raw = await async_redis.hgetall(store.keys.job(job_id))
+        record = {k.decode(): v.decode() for k, v in raw.items()}
+        if not record or record.get("tenant") != tenant:
+            raise _not_found(job_id)
+    except BaseException:
+        await pubsub.aclose()
+        raise
+
+    async def read_job() -> Job | None:
+        raw = await async_redis.hgetall(store.keys.job(job_id))
+        return record_to_job(job_id, {k.decode(): v.decode() for k, v in raw.items()}) if raw else None
+
+    async def stream():
+        try:
+            job = record_to_job(job_id, record)
+            yield _sse("status", job.model_dump_json())
+            last_status = job.status
+            last_event = time.monotonic()
+            last_check = time.monotonic()
+            while not last_status.is_terminal:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                now = time.monotonic()
+                if message is not None:
+                    event = json.loads(message["data"])
+                    if event.get("type") == "progress":
+                        yield _sse("progress", json.dumps({"fraction": event["fraction"], "message": event["message"]}))
+                        last_event = now
+                        continue
+                if message is not None or now - last_check > SSE_RECHECK_SECONDS:
+                    # A status event, or a periodic look in case a message was missed.
+                    last_check = now
+                    job = await read_job()
+                    if job is None:
+                        break
+                    if job.status != last_status:
+                        last_status = job.status
+                        yield _sse("status", job.model_dump_json())
+                        last_event = now
+                if now - last_event > SSE_KEEPALIVE_SECONDS:
+                    last_event = now
+                    yield ": keep-alive\n\n"
+                if await request.is_disconnected():
+                    break
+        finally:
+            await pubsub.aclose()
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _sse(event: str, data: str) -> str:
+    return f"event: {event}\ndata: {data}\n\n"
+

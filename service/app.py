@@ -1,0 +1,102 @@
+"""The FastAPI application factory and its lifespan (Redis pools, the reaper)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis
+import redis.asyncio
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from service.api import health, jobs
+from service.jobs import JobStore
+from service.kinds import load_job_kinds
+from service.limits import BodySizeLimitMiddleware
+from service.metrics import JobStatsCollector, RequestMetrics, RequestMetricsMiddleware
+from service.model_catalog import ModelCatalog
+from service.problems import install_problem_handlers
+from service.settings import Settings
+
+log = logging.getLogger("glassbox.api")
+
+# Fail fast while Redis is down (the client gets a 503 at once) and reconnect by itself after.
+REDIS_SOCKET_TIMEOUT_SECONDS = 5.0
+REDIS_CONNECT_TIMEOUT_SECONDS = 1.0
+# No Redis URL is configured in `glassbox openapi` and in import-only checks.
+UNCONFIGURED_REDIS_URL = "redis://127.0.0.1:1/0"
+
+
+def redis_options() -> dict:
+    return {
+        "socket_timeout": REDIS_SOCKET_TIMEOUT_SECONDS,
+        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_SECONDS,
+        "health_check_interval": 30,
+    }
+
+
+async def run_reaper(store: JobStore, interval: float) -> None:
+    """Settle jobs of dead workers even when no worker is left to do it."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            counts = await asyncio.to_thread(store.reap)
+            if any(counts.values()):
+                log.warning("reaper: %s", counts)
+            await asyncio.to_thread(store.repair_admissions)
+        except redis.RedisError as exc:
+            log.debug("reaper skipped, redis unavailable: %s", exc)
+        except Exception:
+            log.exception("reaper failed")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    kinds = load_job_kinds(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        reaper = asyncio.create_task(run_reaper(app.state.store, settings.reaper_interval_seconds))
+        if not settings.auth_enabled:
+            log.warning("GLASSBOX_API_KEYS is empty: the API is open, every caller is tenant 'local'")
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            await app.state.async_redis.aclose()
+            app.state.redis.close()
+
+    app = FastAPI(
+        title="Glassbox",
+        version="1.0.0",
+        summary="Shows what a neuron in a PyTorch model responds to.",
+        description="Create visualization jobs, follow them, download their artifacts. "
+        "Errors are `application/problem+json` (RFC 9457). Authenticate with "
+        "`Authorization: Bearer <api key>` unless the service runs in open mode.",
+        lifespan=lifespan,
+    )
+    url = settings.redis_url or UNCONFIGURED_REDIS_URL
+    connection = redis.Redis.from_url(url, **redis_options())
+    app.state.settings = settings
+    app.state.kinds = kinds
+    app.state.redis = connection
+    app.state.async_redis = redis.asyncio.Redis.from_url(url, **redis_options())
+    app.state.store = JobStore(connection, settings)
+    app.state.catalog = ModelCatalog(connection, settings)
+    registry = CollectorRegistry()
+    registry.register(JobStatsCollector(app.state.store))
+    app.state.metrics_registry = registry
+
+    install_problem_handlers(app)
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_request_bytes=settings.max_request_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
+    app.add_middleware(RequestMetricsMiddleware, metrics=RequestMetrics(registry))
+    return app

@@ -1,0 +1,123 @@
+"""The job's shapes: what a client sends, what it gets back, and what a job kind is.
+
+Defined once and used by both sides: the API validates and serializes with these models, the
+worker reads the same records and validates `params` with the same per-kind model.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    canceled = "canceled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.canceled})
+
+
+class JobKind(BaseModel):
+    """A kind of job: its name, the model of its `params`, and the worker function that runs it.
+
+    `handler` is an import path (`package.module:function`) so that the API can know a kind
+    without importing the code that runs it (and so without importing torch).
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    name: str
+    params_model: type[BaseModel]
+    handler: str
+    description: str = ""
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(description="The job kind; `GET /v1/kinds` lists them with their params.")
+    model: str = Field(min_length=1, max_length=200, description="The model id.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Kind-specific parameters, validated by the kind."
+    )
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="Client values, echoed back unchanged."
+    )
+    timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Ask for a shorter time limit than the service's "
+        "`GLASSBOX_JOB_TIMEOUT_SECONDS` (a longer one is refused).",
+    )
+
+
+class Progress(BaseModel):
+    fraction: float = Field(ge=0.0, le=1.0)
+    message: str = ""
+
+
+class JobError(BaseModel):
+    type: str = Field(
+        description="Machine-readable: `invalid-params`, `job-error`, `timeout`, "
+        "`worker-lost`, `device-error`, `internal-error`."
+    )
+    title: str
+    detail: str = ""
+
+
+class ArtifactRef(BaseModel):
+    name: str
+    content_type: str
+    bytes: int
+    sha256: str
+    url: str
+
+
+class JobResult(BaseModel):
+    artifacts: list[ArtifactRef]
+    summary: dict[str, Any] = Field(default_factory=dict)
+
+
+class Job(BaseModel):
+    id: str
+    kind: str
+    model: str
+    status: JobStatus
+    progress: Progress
+    params: dict[str, Any]
+    metadata: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    expires_at: datetime | None = Field(
+        default=None, description="When a finished job and its artifacts are forgotten."
+    )
+    attempts: int = Field(description="How many times a worker has started this job.")
+    timeout_seconds: int
+    cancel_requested: bool = False
+    error: JobError | None = None
+    result: JobResult | None = None
+
+
+class JobPage(BaseModel):
+    items: list[Job]
+    next_page_token: str | None = Field(
+        default=None, description="Pass as `page_token` for the next page; absent on the last."
+    )
+
+
+class KindInfo(BaseModel):
+    name: str
+    description: str
+    params_schema: dict[str, Any]

@@ -1,0 +1,129 @@
+"""Configuration, read from `GLASSBOX_*` environment variables.
+
+One `Settings` object is built at process start and passed explicitly to whatever needs it
+(the app factory, the worker, the supervisor); nothing reads the environment behind its back.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:\d+)$"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GLASSBOX_", extra="ignore", frozen=True)
+
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL. Empty: `glassbox up` starts a private redis-server; "
+        "`glassbox api` and `glassbox worker` require it.",
+    )
+    namespace: str = Field(
+        default="glassbox",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Prefix of every Redis key and of the RQ queue name, so that several "
+        "deployments can share one Redis.",
+    )
+    api_keys: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="Comma-separated `tenant:key` pairs. Empty: open local mode (one tenant, "
+        "`local`, no authentication).",
+    )
+    result_ttl_seconds: int = Field(
+        default=86400, ge=60, description="How long a finished job and its artifacts are kept."
+    )
+    job_timeout_seconds: int = Field(
+        default=3600,
+        ge=1,
+        description="Longest a job may run; a job may ask for less with `timeout_seconds`.",
+    )
+    device: str = Field(
+        default="auto", pattern=DEVICE_PATTERN, description="`auto`, `cpu`, `cuda` or `cuda:N`."
+    )
+    max_upload_bytes: int = Field(
+        default=512 * 1024 * 1024, ge=1024, description="Largest model or dataset upload."
+    )
+    max_request_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="Largest JSON request body (job create with inline images included).",
+    )
+    max_concurrent_jobs_per_tenant: int = Field(
+        default=4,
+        ge=0,
+        description="Jobs of one tenant queued on workers or running at once; more wait in "
+        "the tenant's own queue (they are not refused). 0: no limit.",
+    )
+    worker_heartbeat_seconds: float = Field(
+        default=5.0, gt=0, description="How often a worker says it is alive."
+    )
+    worker_lost_after_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        description="A running job whose worker has been silent this long is taken as lost.",
+    )
+    worker_lost_retries: int = Field(
+        default=1,
+        ge=0,
+        description="How many times a job whose worker died is queued again before it fails "
+        "with `worker-lost`.",
+    )
+    reaper_interval_seconds: float = Field(
+        default=5.0, gt=0, description="How often lost and stalled jobs are looked for."
+    )
+    progress_interval_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        description="Shortest time between two progress updates of one job (throttling).",
+    )
+    plugins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated Python modules that add job kinds (each exposes "
+        "`JOB_KINDS`). Loaded by the API and the worker alike.",
+    )
+    data_dir: str = Field(
+        default=".glassbox",
+        description="Where `glassbox up` keeps the private redis-server's data.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        keys: dict[str, str] = {}
+        for pair in filter(None, (p.strip() for p in value.split(","))):
+            tenant, sep, key = pair.partition(":")
+            if not sep or not tenant.strip() or not key.strip():
+                raise ValueError(f"expected `tenant:key` pairs separated by commas, got {pair!r}")
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", tenant.strip()):
+                raise ValueError(f"tenant names use letters, digits, `_`, `.` and `-`: {tenant!r}")
+            if key.strip() in keys:
+                raise ValueError("the same API key is given to two tenants")
+            keys[key.strip()] = tenant.strip()
+        return keys
+
+    @field_validator("plugins", mode="before")
+    @classmethod
+    def _parse_plugins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+    @cached_property
+    def queue_name(self) -> str:
+        return f"{self.namespace}-jobs"
+
+
+OPEN_MODE_TENANT = "local"

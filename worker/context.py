@@ -1,0 +1,103 @@
+"""What a job function sees: its parameters, progress reporting, cooperative stop checks.
+
+A job function has the shape `def run(ctx: JobContext, params: ParamsModel) -> JobOutput`. It
+calls `ctx.progress(...)` (or `ctx.check()`) between steps; that is where cancel, time limits
+and worker shutdown take effect, by raising one of the exceptions below.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.jobs import ArtifactBlob, JobStore
+
+__all__ = [
+    "ArtifactBlob",
+    "JobCanceled",
+    "JobContext",
+    "JobFailed",
+    "JobOutput",
+    "JobTimedOut",
+    "WorkerShuttingDown",
+]
+
+
+class JobCanceled(Exception):
+    """The client canceled the job."""
+
+
+class JobTimedOut(Exception):
+    """The job ran past its time limit."""
+
+
+class WorkerShuttingDown(Exception):
+    """The worker was asked to stop; the job goes back to the queue."""
+
+
+class JobFailed(Exception):
+    """A failure the client should read: bad input found at run time, a dead objective, ..."""
+
+    def __init__(self, type: str, title: str, detail: str = ""):
+        super().__init__(f"{title}: {detail}" if detail else title)
+        self.type = type
+        self.title = title
+        self.detail = detail
+
+
+@dataclass
+class JobOutput:
+    summary: dict[str, Any] = field(default_factory=dict)
+    artifacts: list[ArtifactBlob] = field(default_factory=list)
+
+
+class JobContext:
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        model: str,
+        worker: str,
+        store: JobStore,
+        deadline: float,
+        device: str,
+        shutting_down: threading.Event,
+        progress_interval: float,
+    ):
+        self.job_id = job_id
+        self.model = model
+        self.device = device
+        self._worker = worker
+        self._store = store
+        self._deadline = deadline
+        self._shutting_down = shutting_down
+        self._interval = progress_interval
+        self._last_sync = 0.0
+
+    def progress(self, fraction: float, message: str = "", *, force: bool = False) -> None:
+        """Report progress (throttled to one write per interval) and stop if asked to."""
+        self._check_local()
+        now = time.monotonic()
+        if not force and now - self._last_sync < self._interval:
+            return
+        self._last_sync = now
+        if self._store.report_progress(self.job_id, self._worker, fraction, message):
+            raise JobCanceled()
+
+    def check(self) -> None:
+        """Stop if asked to; reads Redis at most once per interval."""
+        self._check_local()
+        now = time.monotonic()
+        if now - self._last_sync < self._interval:
+            return
+        self._last_sync = now
+        if self._store.cancel_requested(self.job_id, self._worker):
+            raise JobCanceled()
+
+    def _check_local(self) -> None:
+        if self._shutting_down.is_set():
+            raise WorkerShuttingDown()
+        if time.time() > self._deadline:
+            raise JobTimedOut()

@@ -1,0 +1,118 @@
+"""The worker process: an RQ SimpleWorker (jobs run in this process, no fork per job, so
+models and CUDA state persist between jobs), a heartbeat thread, and a reconnect loop."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+import redis
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
+
+from service.app import redis_options
+from service.jobs import JobStore
+from service.kinds import load_job_kinds
+from service.settings import Settings
+from worker.device import resolve_device
+from worker.runtime import WorkerRuntime, running_with
+
+log = logging.getLogger("glassbox.worker")
+
+RECONNECT_DELAY_SECONDS = 2.0
+
+
+class GlassboxWorker(SimpleWorker):
+    """Runs each job with the worker's runtime current, and exits after a sticky device error."""
+
+    def __init__(self, *args, runtime: WorkerRuntime, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.runtime = runtime
+
+    def execute_job(self, job, queue):
+        with running_with(self.runtime):
+            super().execute_job(job, queue)
+        if self.runtime.exit_code is not None:
+            raise SystemExit(self.runtime.exit_code)
+
+    def handle_warm_shutdown_request(self):
+        # The running job sees this at its next step and goes back to the queue.
+        self.runtime.shutting_down.set()
+        super().handle_warm_shutdown_request()
+
+
+class Heartbeat(threading.Thread):
+    """Says the worker is alive, and settles jobs of workers that are not (any live worker
+    or API process does this, so lost jobs are noticed even when no API runs)."""
+
+    def __init__(self, runtime: WorkerRuntime):
+        super().__init__(name="glassbox-heartbeat", daemon=True)
+        self.runtime = runtime
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        settings = self.runtime.settings
+        next_reap = time.monotonic() + settings.reaper_interval_seconds
+        while not self.stopped.is_set():
+            try:
+                self.runtime.store.heartbeat(self.runtime.name)
+                if time.monotonic() >= next_reap:
+                    next_reap = time.monotonic() + settings.reaper_interval_seconds
+                    self.runtime.store.reap()
+                    self.runtime.store.repair_admissions()
+            except redis.RedisError as exc:
+                log.warning("heartbeat: redis unavailable: %s", exc)
+            except Exception:
+                log.exception("heartbeat failed")
+            self.stopped.wait(settings.worker_heartbeat_seconds)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+
+
+def run_worker(settings: Settings) -> int:
+    """Work until asked to stop. Returns the process exit code."""
+    if not settings.redis_url:
+        raise SystemExit("glassbox worker needs GLASSBOX_REDIS_URL")
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    connection = redis.Redis.from_url(settings.redis_url, **{**redis_options(), "socket_timeout": None})
+    runtime = WorkerRuntime(
+        name=worker_name(),
+        settings=settings,
+        store=JobStore(connection, settings),
+        kinds=load_job_kinds(settings),
+        device=resolve_device(settings.device),
+    )
+    log.info("worker %s on %s, kinds: %s", runtime.name, runtime.device, ", ".join(runtime.kinds) or "none")
+    heartbeat = Heartbeat(runtime)
+    heartbeat.start()
+    try:
+        while True:
+            worker = GlassboxWorker(
+                [runtime.store.queue],
+                connection=connection,
+                serializer=JSONSerializer,
+                name=runtime.name,
+                runtime=runtime,
+            )
+            try:
+                worker.work(with_scheduler=False, logging_level=settings.log_level.upper())
+            except redis.RedisError as exc:
+                log.warning("redis unavailable (%s); reconnecting", exc)
+            if runtime.shutting_down.is_set() or worker._stop_requested:
+                return 0
+            # RQ's loop ends on a Redis error; wait for Redis and start a fresh one.
+            time.sleep(RECONNECT_DELAY_SECONDS)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        heartbeat.stopped.set()
+        try:
+            runtime.store.forget_worker(runtime.name)
+        except redis.RedisError:
+            pass

@@ -1,0 +1,83 @@
+"""The RQ entry point: adapts a job record to a job function and records the outcome."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from rq.timeouts import JobTimeoutException
+
+from service.jobs import OwnershipLost
+from service.jobspec import JobError, JobStatus
+from worker.context import JobCanceled, JobContext, JobFailed, JobTimedOut, WorkerShuttingDown
+from worker.device import is_unrecoverable_device_error
+from worker.runtime import current_runtime
+
+log = logging.getLogger("glassbox.worker")
+
+# The process exits with this after a sticky CUDA error, for its supervisor to restart it.
+EXIT_DEVICE_ERROR = 3
+
+
+def run_job(job_id: str) -> None:
+    runtime = current_runtime()
+    store = runtime.store
+    if not store.start(job_id, runtime.name):
+        log.info("job %s is no longer queued; skipped", job_id)
+        return
+    record = store.record(job_id)
+    if record is None:
+        return
+    attempts = int(record.get("attempts") or 1)
+
+    def fail(type: str, title: str, detail: str = "") -> None:
+        store.finish(job_id, runtime.name, JobStatus.failed, error=JobError(type=type, title=title, detail=detail))
+
+    ctx = JobContext(
+        job_id=job_id,
+        model=record["model"],
+        worker=runtime.name,
+        store=store,
+        deadline=float(record["started_at"]) + int(record["timeout_seconds"]),
+        device=runtime.device,
+        shutting_down=runtime.shutting_down,
+        progress_interval=runtime.settings.progress_interval_seconds,
+    )
+    started = time.perf_counter()
+    try:
+        kind = runtime.kinds.get(record["kind"])
+        if kind is None:
+            raise JobFailed("invalid-params", "This worker does not run this job kind", record["kind"])
+        params = kind.params_model.model_validate(json.loads(record["params"]))
+        output = runtime.handler(kind)(ctx, params)
+        outcome = store.finish(
+            job_id, runtime.name, JobStatus.succeeded, summary=output.summary, artifacts=output.artifacts
+        )
+        log.info("job %s %s in %.3f s", job_id, outcome, time.perf_counter() - started)
+    except OwnershipLost:
+        log.warning("job %s was taken from this worker (reaped or deleted); its result is dropped", job_id)
+    except JobCanceled:
+        store.finish(job_id, runtime.name, JobStatus.canceled)
+    except (JobTimedOut, JobTimeoutException):
+        fail("timeout", "The job ran past its time limit", f"limit {record['timeout_seconds']} s")
+    except WorkerShuttingDown:
+        # Back to the queue for another worker; this try does not count against the job.
+        store.finish(
+            job_id,
+            runtime.name,
+            JobStatus.failed,
+            error=JobError(type="worker-lost", title="The worker shut down"),
+            max_attempts=attempts + 1,
+            refund_attempt=True,
+        )
+    except JobFailed as exc:
+        fail(exc.type, exc.title, exc.detail)
+    except Exception as exc:
+        if is_unrecoverable_device_error(exc):
+            log.critical("unrecoverable device error in job %s; the worker will exit: %s", job_id, exc)
+            fail("device-error", "The GPU failed while running this job", str(exc)[:2000])
+            runtime.exit_code = EXIT_DEVICE_ERROR
+        else:
+            log.exception("job %s failed", job_id)
+            fail("job-error", f"{type(exc).__name__} while running the job", str(exc)[:2000])
