@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from service.api import health, jobs
 from service.jobs import JobStore
-from service.kinds import load_job_kinds
+from service.plugins import load_plugins
 from service.limits import BodySizeLimitMiddleware
 from service.metrics import JobStatsCollector, RequestMetrics, RequestMetricsMiddleware
 from service.model_catalog import ModelCatalog
@@ -55,7 +55,7 @@ async def run_reaper(store: JobStore, interval: float) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    kinds = load_job_kinds(settings)
+    plugins = load_plugins(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     url = settings.redis_url or UNCONFIGURED_REDIS_URL
     connection = redis.Redis.from_url(url, **redis_options())
     app.state.settings = settings
-    app.state.kinds = kinds
+    app.state.kinds = plugins.kinds
     app.state.redis = connection
     app.state.async_redis = redis.asyncio.Redis.from_url(url, **redis_options())
     app.state.store = JobStore(connection, settings)

@@ -84,8 +84,8 @@ class Settings(BaseSettings):
     )
     plugins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated Python modules that add job kinds (each exposes "
-        "`JOB_KINDS`). Loaded by the API and the worker alike.",
+        description="Comma-separated Python modules that add job kinds and models (see "
+        "service/plugins.py). Loaded by the API and the worker alike.",
     )
     data_dir: str = Field(
         default=".glassbox",

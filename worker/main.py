@@ -16,7 +16,8 @@ from rq.serializers import JSONSerializer
 
 from service.app import redis_options
 from service.jobs import JobStore
-from service.kinds import load_job_kinds
+from service.model_catalog import BUILTIN_SCOPE, ModelCatalog
+from service.plugins import load_plugins
 from service.settings import Settings
 from worker.device import resolve_device
 from worker.runtime import WorkerRuntime, running_with
@@ -71,6 +72,20 @@ class Heartbeat(threading.Thread):
             self.stopped.wait(settings.worker_heartbeat_seconds)
 
 
+def register_builtin_models(catalog: ModelCatalog, records: list[dict]) -> None:
+    """Publish what this worker can load, for the API to validate jobs against (retrying
+    while Redis is not up yet, as at the start of a whole deployment)."""
+    for attempt in range(30):
+        try:
+            for record in records:
+                catalog.put(BUILTIN_SCOPE, record["id"], record)
+            return
+        except redis.ConnectionError as exc:
+            log.warning("cannot register built-in models yet (%s); retrying", exc)
+            time.sleep(min(5.0, 0.5 * (attempt + 1)))
+    raise SystemExit("redis stayed unreachable; giving up")
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
 
@@ -81,13 +96,15 @@ def run_worker(settings: Settings) -> int:
         raise SystemExit("glassbox worker needs GLASSBOX_REDIS_URL")
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     connection = redis.Redis.from_url(settings.redis_url, **{**redis_options(), "socket_timeout": None})
+    plugins = load_plugins(settings)
     runtime = WorkerRuntime(
         name=worker_name(),
         settings=settings,
         store=JobStore(connection, settings),
-        kinds=load_job_kinds(settings),
+        kinds=plugins.kinds,
         device=resolve_device(settings.device),
     )
+    register_builtin_models(ModelCatalog(connection, settings), plugins.models)
     log.info("worker %s on %s, kinds: %s", runtime.name, runtime.device, ", ".join(runtime.kinds) or "none")
     heartbeat = Heartbeat(runtime)
     heartbeat.start()

@@ -20,6 +20,9 @@ class LifecycleParams(BaseModel):
     artifact_bytes: int = Field(default=1024, ge=0, le=50_000_000)
 
 
+# A model record for the lifecycle kind to name; it loads nothing.
+MODELS = [{"id": "test-model", "kind": "test", "description": "Test-only placeholder for the lifecycle kind"}]
+
 JOB_KINDS = [
     JobKind(
         name="test-lifecycle",

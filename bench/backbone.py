@@ -1,0 +1,507 @@
+"""Benchmark of the job backbone: API reads, create-to-running latency, per-job overhead.
+
+Run from the repository root:
+
+    .venv/bin/python -m bench.backbone [--quick]
+
+It starts its own redis-server (a free port, no persistence), the API (`glassbox api`), one
+worker (`glassbox worker`) and a bare FastAPI app (bench/bare_app.py, the baseline for the
+read load), all as subprocesses that are stopped at exit. It prints a markdown table to stdout
+and writes it to bench/results/backbone.md.
+
+Figures:
+  1. `GET /v1/jobs/{id}` of a finished job under 16 concurrent keep-alive clients, alternated
+     with the same load against the bare app: median, p99, requests/s, and the ratio.
+  2. Create-to-running of an idle worker: `started_at - created_at` (server timestamps) over
+     sequential one-step jobs, each created after the previous one finished.
+  3. Per-job overhead of a 0-step job: POST to `succeeded` observed by the client (polling GET
+     as fast as it can, and following the SSE stream), the worker-side `finished_at -
+     started_at`, and the throughput of a burst of jobs submitted at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from service.model_catalog import ModelCatalog
+from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "backbone.md"
+BIN = Path(sys.executable).parent
+MODEL = "bench-model"
+KIND = "test-lifecycle"
+
+
+# ---- process management ---------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Processes:
+    """Subprocesses in their own sessions; all stopped by stop_all (TERM, then KILL)."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "wb")
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        self.procs.append((name, proc))
+        return proc
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+
+    def stop_all(self) -> None:
+        for _, proc in reversed(self.procs):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 5
+        for _, proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+        self.procs.clear()
+
+
+def wait_http(url: str, procs: Processes, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        procs.check_alive()
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+# ---- statistics --------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+# ---- 1. read load: a minimal keep-alive HTTP/1.1 client ---------------------------------
+
+
+@dataclass
+class LoadResult:
+    latencies: list[float] = field(default_factory=list)
+    elapsed: float = 0.0
+    errors: int = 0
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
+
+
+async def _client(port: int, path: str, deadline: float, out: LoadResult) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    try:
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            await reader.readexactly(length)
+            out.latencies.append(time.perf_counter() - start)
+            if not head.startswith(b"HTTP/1.1 200"):
+                out.errors += 1
+    finally:
+        writer.close()
+
+
+async def _load(port: int, path: str, clients: int, seconds: float) -> LoadResult:
+    out = LoadResult()
+    start = time.perf_counter()
+    await asyncio.gather(*(_client(port, path, start + seconds, out) for _ in range(clients)))
+    out.elapsed = time.perf_counter() - start
+    return out
+
+
+def read_load(api_port: int, bare_port: int, job_id: str, clients: int, seconds: float, rounds: int) -> dict:
+    path = f"/v1/jobs/{job_id}"
+    bare, status = LoadResult(), LoadResult()
+    asyncio.run(_load(bare_port, path, clients, 0.5))  # warm-up of both servers
+    asyncio.run(_load(api_port, path, clients, 0.5))
+    for _ in range(rounds):  # alternated, so that machine noise hits both
+        for target, port in ((bare, bare_port), (status, api_port)):
+            r = asyncio.run(_load(port, path, clients, seconds))
+            target.latencies += r.latencies
+            target.elapsed += r.elapsed
+            target.errors += r.errors
+    return {"bare": bare, "status": status}
+
+
+# ---- the API client for jobs ------------------------------------------------------------
+
+
+def job_body(steps: int, step_seconds: float = 0.0, artifact_bytes: int = 16) -> dict:
+    return {
+        "kind": KIND,
+        "model": MODEL,
+        "params": {"steps": steps, "step_seconds": step_seconds, "artifact_bytes": artifact_bytes},
+    }
+
+
+def create_job(client: httpx.Client, body: dict) -> str:
+    response = client.post("/v1/jobs", json=body)
+    if response.status_code != 202:
+        raise RuntimeError(f"create failed: {response.status_code} {response.text}")
+    return response.json()["id"]
+
+
+def record(r: redis.Redis, job_id: str) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in r.hgetall(f"glassbox:job:{job_id}").items()}
+
+
+def wait_terminal(r: redis.Redis, job_id: str, timeout: float = 30.0) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rec = record(r, job_id)
+        if rec.get("status") in ("succeeded", "failed", "canceled"):
+            return rec
+        time.sleep(0.002)
+    raise RuntimeError(f"job {job_id} did not finish within {timeout} s: {record(r, job_id)}")
+
+
+def create_to_running(client: httpx.Client, r: redis.Redis, n: int) -> dict:
+    deltas, runs = [], []
+    for _ in range(n):
+        time.sleep(0.05)  # the worker is idle, blocked in its dequeue
+        rec = wait_terminal(r, create_job(client, job_body(steps=1)))
+        if rec["status"] != "succeeded":
+            raise RuntimeError(f"job failed: {rec}")
+        deltas.append(float(rec["started_at"]) - float(rec["created_at"]))
+        runs.append(float(rec["finished_at"]) - float(rec["started_at"]))
+    return {"created_to_started": deltas, "started_to_finished": runs}
+
+
+def overhead_polling(client: httpx.Client, r: redis.Redis, n: int) -> dict:
+    walls, post, c2s, s2f, f2seen = [], [], [], [], []
+    for _ in range(n):
+        time.sleep(0.05)
+        t0 = time.perf_counter()
+        response = client.post("/v1/jobs", json=job_body(steps=0))
+        t_post = time.perf_counter()
+        job_id = response.json()["id"]
+        while True:
+            job = client.get(f"/v1/jobs/{job_id}").json()
+            if job["status"] in ("succeeded", "failed", "canceled"):
+                break
+        t1 = time.perf_counter()
+        w1 = time.time()
+        if job["status"] != "succeeded":
+            raise RuntimeError(f"job failed: {job}")
+        rec = record(r, job_id)
+        walls.append(t1 - t0)
+        post.append(t_post - t0)
+        c2s.append(float(rec["started_at"]) - float(rec["created_at"]))
+        s2f.append(float(rec["finished_at"]) - float(rec["started_at"]))
+        f2seen.append(w1 - float(rec["finished_at"]))
+    return {"wall": walls, "post": post, "created_to_started": c2s, "started_to_finished": s2f, "finished_to_seen": f2seen}
+
+
+def overhead_sse(client: httpx.Client, r: redis.Redis, n: int) -> dict:
+    walls, f2seen = [], []
+    for _ in range(n):
+        time.sleep(0.05)
+        t0 = time.perf_counter()
+        job_id = create_job(client, job_body(steps=0))
+        final = None
+        with client.stream("GET", f"/v1/jobs/{job_id}/events", headers={"Accept": "text/event-stream"}) as stream:
+            event = None
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: ") and event == "status":
+                    status = json.loads(line[6:])["status"]
+                    if status in ("succeeded", "failed", "canceled"):
+                        final = status
+                        break
+        t1 = time.perf_counter()
+        w1 = time.time()
+        if final != "succeeded":
+            raise RuntimeError(f"job {job_id} ended {final}")
+        rec = record(r, job_id)
+        walls.append(t1 - t0)
+        f2seen.append(w1 - float(rec["finished_at"]))
+    return {"wall": walls, "finished_to_seen": f2seen}
+
+
+async def _submit_burst(base_url: str, n: int, concurrency: int) -> list[str]:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one() -> str:
+            async with gate:
+                response = await client.post("/v1/jobs", json=job_body(steps=0))
+                if response.status_code != 202:
+                    raise RuntimeError(f"create failed: {response.status_code} {response.text}")
+                return response.json()["id"]
+
+        return await asyncio.gather(*(one() for _ in range(n)))
+
+
+def burst(base_url: str, r: redis.Redis, n: int) -> dict:
+    time.sleep(0.2)
+    w0 = time.time()
+    ids = asyncio.run(_submit_burst(base_url, n, concurrency=16))
+    submitted = time.time() - w0
+    deadline = time.monotonic() + 120
+    while True:
+        pipe = r.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(f"glassbox:job:{job_id}", "status", "finished_at", "created_at")
+        rows = [[(v.decode() if v else "") for v in row] for row in pipe.execute()]
+        if all(row[0] in ("succeeded", "failed", "canceled") for row in rows):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError("burst did not finish within 120 s")
+        time.sleep(0.02)
+    failed = sum(row[0] != "succeeded" for row in rows)
+    last_finished = max(float(row[1]) for row in rows)
+    total = last_finished - w0
+    return {"n": n, "submit_s": submitted, "total_s": total, "failed": failed}
+
+
+# ---- main ----------------------------------------------------------------------------------
+
+
+def build_table(cmd: str, env_info: str, load: dict, c2r: dict, poll: dict, sse: dict, bur: dict, cfg: dict) -> str:
+    bare, status = load["bare"], load["status"]
+    ratio = status.rps / bare.rps if bare.rps else float("nan")
+    c2s = c2r["created_to_started"]
+    poll_wall = statistics.median(poll["wall"])
+    sse_wall = statistics.median(sse["wall"])
+    per_job = bur["total_s"] / bur["n"]
+
+    def ok(good: bool) -> str:
+        return "yes" if good else "**no**"
+
+    rows = [
+        ("Metric", "Value", "Goal", "Met"),
+        (f"1. bare FastAPI GET, {cfg['clients']} clients: median / p99",
+         f"{ms(statistics.median(bare.latencies))} / {ms(percentile(bare.latencies, 99))}", "", ""),
+        (f"1. `GET /v1/jobs/{{id}}`, {cfg['clients']} clients: median / p99",
+         f"{ms(statistics.median(status.latencies))} / {ms(percentile(status.latencies, 99))}", "", ""),
+        ("1. requests/s: status GET / bare",
+         f"{status.rps:.0f} / {bare.rps:.0f} ({len(status.latencies)} / {len(bare.latencies)} requests, "
+         f"{status.errors + bare.errors} non-200)", "", ""),
+        ("1. throughput ratio status GET / bare", f"{ratio:.2f}", ">= 0.5", ok(ratio >= 0.5)),
+        (f"2. create-to-running, idle worker ({len(c2s)} jobs): median / p90",
+         f"{ms(statistics.median(c2s))} / {ms(percentile(c2s, 90))}", "< 50 ms median",
+         ok(statistics.median(c2s) < 0.050)),
+        ("2. same jobs, started-to-finished (1 step of 0 s): median",
+         ms(statistics.median(c2r["started_to_finished"])), "", ""),
+        (f"3. 0-step job, POST to `succeeded` seen by polling GET ({len(poll['wall'])} jobs): median / p90",
+         f"{ms(poll_wall)} / {ms(percentile(poll['wall'], 90))}", "< 30 ms", ok(poll_wall < 0.030)),
+        ("3. ... of which POST response / created-to-started / started-to-finished / finished-to-seen (medians)",
+         " / ".join(ms(statistics.median(poll[k])) for k in ("post", "created_to_started", "started_to_finished", "finished_to_seen")),
+         "", ""),
+        (f"3. 0-step job, POST to `succeeded` seen on the SSE stream ({len(sse['wall'])} jobs): median / p90",
+         f"{ms(sse_wall)} / {ms(percentile(sse['wall'], 90))}", "< 30 ms", ok(sse_wall < 0.030)),
+        ("3. SSE: finished_at to the status event received (median)", ms(statistics.median(sse["finished_to_seen"])), "", ""),
+        (f"3. burst of {bur['n']} 0-step jobs submitted at once: time until all succeeded",
+         f"{bur['total_s']:.2f} s (submitting took {bur['submit_s']:.2f} s; {bur['failed']} not succeeded)", "", ""),
+        ("3. burst throughput", f"{bur['n'] / bur['total_s']:.1f} jobs/s = {per_job * 1000:.1f} ms/job", "< 30 ms/job",
+         ok(per_job < 0.030)),
+    ]
+    lines = [f"| {' | '.join(rows[0])} |", "|" + "---|" * len(rows[0])]
+    lines += [f"| {' | '.join(r)} |" for r in rows[1:]]
+    header = [
+        "# Glassbox backbone benchmark",
+        "",
+        f"Command: `{cmd}`",
+        "",
+        env_info,
+        "",
+    ]
+    return "\n".join(header + lines) + "\n"
+
+
+def environment_info(cfg: dict) -> str:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+    except OSError:
+        commit, dirty = "?", ""
+    return (
+        f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}; commit {commit}{' + uncommitted changes' if dirty else ''}; "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.system()} {platform.release()}. "
+        f"One redis-server, one API process, one worker, the bare app and this client all share the machine. "
+        f"Read load: {cfg['clients']} keep-alive connections, {cfg['rounds']} x {cfg['seconds']:g} s per target, "
+        f"alternated bare/status. Settings are the defaults (GLASSBOX_LOG_LEVEL={cfg['log_level']}, "
+        f"max 4 concurrent jobs per tenant, progress interval 0.25 s)."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.backbone", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smaller, faster run")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients of the read load (16)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                        help="GLASSBOX_LOG_LEVEL of the API and the worker (default info, the service default)")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the subprocess logs and print where")
+    args = parser.parse_args(argv)
+    cfg = {
+        "clients": args.clients,
+        "seconds": 1.0 if args.quick else 3.0,
+        "rounds": 2,
+        "sequential": 15 if args.quick else 50,
+        "burst": 50 if args.quick else 200,
+        "log_level": args.log_level,
+    }
+    cmd = shlex.join([".venv/bin/python", "-m", "bench.backbone", *(argv if argv is not None else sys.argv[1:])])
+    print(f"$ {cmd}\n", flush=True)
+
+    # SIGTERM/SIGHUP end the run like Ctrl-C does, through the finally below.
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGHUP, interrupted)
+
+    log_dir = Path(tempfile.mkdtemp(prefix="glassbox-bench-"))
+    procs = Processes(log_dir)
+    ok = False
+    try:
+        redis_port, api_port, bare_port = free_port(), free_port(), free_port()
+        procs.start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no", "--dir", str(log_dir)], dict(os.environ))
+        redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        r = redis.Redis.from_url(redis_url)
+        for _ in range(200):
+            procs.check_alive()
+            try:
+                r.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.025)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GLASSBOX_")}
+        env.update(
+            GLASSBOX_REDIS_URL=redis_url,
+            GLASSBOX_PLUGINS="tests.plugins.lifecycle",
+            GLASSBOX_LOG_LEVEL=args.log_level,
+            GLASSBOX_DEVICE="cpu",
+            PYTHONPATH=str(ROOT),
+        )
+        settings = Settings(redis_url=redis_url)
+        ModelCatalog(r, settings).put("builtin", MODEL, {"id": MODEL})
+        procs.start("api", [str(BIN / "glassbox"), "api", "--port", str(api_port), "--no-access-log"], env)
+        procs.start("worker", [str(BIN / "glassbox"), "worker"], env)
+        procs.start("bare", [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(bare_port),
+                             "--no-access-log"], env)
+        base = f"http://127.0.0.1:{api_port}"
+        wait_http(f"{base}/livez", procs)
+        wait_http(f"http://127.0.0.1:{bare_port}/v1/jobs/x", procs)
+        deadline = time.monotonic() + 30
+        while not r.zcard("glassbox:workers"):
+            procs.check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError("the worker did not register")
+            time.sleep(0.05)
+
+        with httpx.Client(base_url=base, timeout=30) as client:
+            # Warm-up: imports of the handler, connection pools, RQ's first dequeue.
+            for _ in range(5):
+                wait_terminal(r, create_job(client, job_body(steps=1)))
+            finished_id = create_job(client, job_body(steps=0))
+            wait_terminal(r, finished_id)
+
+            print(f"1/4 read load ({cfg['rounds']} x {cfg['seconds']:g} s per target)...", file=sys.stderr, flush=True)
+            load = read_load(api_port, bare_port, finished_id, cfg["clients"], cfg["seconds"], cfg["rounds"])
+            procs.check_alive()
+            print(f"2/4 create-to-running ({cfg['sequential']} jobs)...", file=sys.stderr, flush=True)
+            c2r = create_to_running(client, r, cfg["sequential"])
+            print(f"3/4 per-job overhead ({cfg['sequential']} polled, {cfg['sequential']} SSE)...", file=sys.stderr, flush=True)
+            poll = overhead_polling(client, r, cfg["sequential"])
+            sse = overhead_sse(client, r, cfg["sequential"])
+        print(f"4/4 burst of {cfg['burst']} jobs...", file=sys.stderr, flush=True)
+        bur = burst(base, r, cfg["burst"])
+        procs.check_alive()
+
+        table = build_table(cmd, environment_info(cfg), load, c2r, poll, sse, bur, cfg)
+        print(table)
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(table)
+        print(f"(written to {RESULTS.relative_to(ROOT)})", file=sys.stderr)
+        ok = True
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted; stopping the subprocesses", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        procs.stop_all()
+        if ok and not args.keep_logs:
+            for path in log_dir.iterdir():
+                path.unlink()
+            log_dir.rmdir()
+        else:
+            print(f"subprocess logs: {log_dir}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
