@@ -135,11 +135,25 @@ def ms(seconds: float) -> str:
 # ---- 1. read load: a minimal keep-alive HTTP/1.1 client ---------------------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), 0 where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class LoadResult:
     latencies: list[float] = field(default_factory=list)
     elapsed: float = 0.0
     errors: int = 0
+    server_cpu: float = 0.0  # CPU seconds of the server process during the load
+
+    @property
+    def cpu_per_request(self) -> float:
+        return self.server_cpu / len(self.latencies) if self.latencies else float("nan")
 
     @property
     def rps(self) -> float:
@@ -174,18 +188,24 @@ async def _load(port: int, path: str, clients: int, seconds: float) -> LoadResul
     return out
 
 
-def read_load(api_port: int, bare_port: int, job_id: str, clients: int, seconds: float, rounds: int) -> dict:
+def read_load(api: tuple[int, int], bare: tuple[int, int], job_id: str, clients: int, seconds: float, rounds: int) -> dict:
+    """`api` and `bare` are (port, pid) of the two servers."""
     path = f"/v1/jobs/{job_id}"
-    bare, status = LoadResult(), LoadResult()
-    asyncio.run(_load(bare_port, path, clients, 0.5))  # warm-up of both servers
-    asyncio.run(_load(api_port, path, clients, 0.5))
+    results = {"bare": LoadResult(), "status": LoadResult()}
+    servers = {"bare": bare, "status": api}
+    for port, _ in (bare, api):  # warm-up of both servers
+        asyncio.run(_load(port, path, clients, 0.5))
     for _ in range(rounds):  # alternated, so that machine noise hits both
-        for target, port in ((bare, bare_port), (status, api_port)):
+        for name in ("bare", "status"):
+            port, pid = servers[name]
+            cpu_before = cpu_seconds(pid)
             r = asyncio.run(_load(port, path, clients, seconds))
+            target = results[name]
+            target.server_cpu += cpu_seconds(pid) - cpu_before
             target.latencies += r.latencies
             target.elapsed += r.elapsed
             target.errors += r.errors
-    return {"bare": bare, "status": status}
+    return results
 
 
 # ---- the API client for jobs ------------------------------------------------------------
@@ -344,6 +364,9 @@ def build_table(cmd: str, env_info: str, load: dict, c2r: dict, poll: dict, sse:
         ("1. requests/s: status GET / bare",
          f"{status.rps:.0f} / {bare.rps:.0f} ({len(status.latencies)} / {len(bare.latencies)} requests, "
          f"{status.errors + bare.errors} non-200)", "", ""),
+        ("1. server process CPU per request: status GET / bare",
+         f"{status.cpu_per_request * 1e6:.0f} us / {bare.cpu_per_request * 1e6:.0f} us "
+         f"(server busy {status.server_cpu / status.elapsed:.0%} / {bare.server_cpu / bare.elapsed:.0%} of a core)", "", ""),
         ("1. throughput ratio status GET / bare", f"{ratio:.2f}", ">= 0.5", ok(ratio >= 0.5)),
         (f"2. create-to-running, idle worker ({len(c2s)} jobs): median / p90",
          f"{ms(statistics.median(c2s))} / {ms(percentile(c2s, 90))}", "< 50 ms median",
@@ -415,12 +438,13 @@ def main(argv: list[str] | None = None) -> int:
     cmd = shlex.join([".venv/bin/python", "-m", "bench.backbone", *(argv if argv is not None else sys.argv[1:])])
     print(f"$ {cmd}\n", flush=True)
 
-    # SIGTERM/SIGHUP end the run like Ctrl-C does, through the finally below.
+    # SIGINT (even where it was inherited as ignored), SIGTERM and SIGHUP end the run like
+    # Ctrl-C does, through the finally below that stops the subprocesses.
     def interrupted(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGHUP, interrupted)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, interrupted)
 
     log_dir = Path(tempfile.mkdtemp(prefix="glassbox-bench-"))
     procs = Processes(log_dir)
@@ -448,9 +472,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         settings = Settings(redis_url=redis_url)
         ModelCatalog(r, settings).put("builtin", MODEL, {"id": MODEL})
-        procs.start("api", [str(BIN / "glassbox"), "api", "--port", str(api_port), "--no-access-log"], env)
+        api = procs.start("api", [str(BIN / "glassbox"), "api", "--port", str(api_port), "--no-access-log"], env)
         procs.start("worker", [str(BIN / "glassbox"), "worker"], env)
-        procs.start("bare", [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(bare_port),
+        bare = procs.start("bare", [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(bare_port),
                              "--no-access-log"], env)
         base = f"http://127.0.0.1:{api_port}"
         wait_http(f"{base}/livez", procs)
@@ -470,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_terminal(r, finished_id)
 
             print(f"1/4 read load ({cfg['rounds']} x {cfg['seconds']:g} s per target)...", file=sys.stderr, flush=True)
-            load = read_load(api_port, bare_port, finished_id, cfg["clients"], cfg["seconds"], cfg["rounds"])
+            load = read_load((api_port, api.pid), (bare_port, bare.pid), finished_id, cfg["clients"], cfg["seconds"], cfg["rounds"])
             procs.check_alive()
             print(f"2/4 create-to-running ({cfg['sequential']} jobs)...", file=sys.stderr, flush=True)
             c2r = create_to_running(client, r, cfg["sequential"])

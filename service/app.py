@@ -12,8 +12,8 @@ import redis.asyncio
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from service.api import health, jobs
-from service.jobs import JobStore
+from service.api import catalog, health, jobs
+from service.jobs import AsyncJobReader, JobStore
 from service.plugins import load_plugins
 from service.limits import BodySizeLimitMiddleware
 from service.metrics import JobStatsCollector, RequestMetrics, RequestMetricsMiddleware
@@ -83,9 +83,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.kinds = plugins.kinds
     app.state.redis = connection
-    app.state.async_redis = redis.asyncio.Redis.from_url(url, **redis_options())
+    # No socket_timeout here: on Python 3.11 redis.asyncio wraps every command in
+    # asyncio.wait_for when one is set, which costs a task per command on the hottest path.
+    app.state.async_redis = redis.asyncio.Redis.from_url(url, **{**redis_options(), "socket_timeout": None})
     app.state.store = JobStore(connection, settings)
+    app.state.reader = AsyncJobReader(app.state.async_redis, app.state.store.keys)
     app.state.catalog = ModelCatalog(connection, settings)
+    app.state.datasets = ModelCatalog(connection, settings, collection="datasets")
     registry = CollectorRegistry()
     registry.register(JobStatsCollector(app.state.store))
     app.state.metrics_registry = registry
@@ -93,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(catalog.router)
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_request_bytes=settings.max_request_bytes,

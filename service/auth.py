@@ -14,11 +14,12 @@ from service.settings import OPEN_MODE_TENANT, Settings
 bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <api key>`")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def current_tenant(
+# async: no I/O here, and an async dependency costs no thread-pool hop.
+async def current_tenant(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> str:

@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+import redis.asyncio
 from rq import Queue
 from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
@@ -338,6 +339,24 @@ def record_to_job(job_id: str, record: dict[str, str]) -> Job:
 
 def artifact_url(job_id: str, name: str) -> str:
     return f"/v1/jobs/{job_id}/artifacts/{name}"
+
+
+class AsyncJobReader:
+    """The API's hot reads, on the asyncio Redis client (no thread-pool hop per request)."""
+
+    def __init__(self, connection: "redis.asyncio.Redis", keys: Keys):
+        self.redis = connection
+        self.keys = keys
+
+    async def record(self, job_id: str) -> dict[str, str] | None:
+        raw = await self.redis.hgetall(self.keys.job(job_id))
+        return _decode(raw) if raw else None
+
+    async def get(self, tenant: str, job_id: str) -> Job | None:
+        record = await self.record(job_id)
+        if record is None or record.get("tenant") != tenant:
+            return None
+        return record_to_job(job_id, record)
 
 
 class JobStore:

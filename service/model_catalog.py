@@ -18,12 +18,15 @@ BUILTIN_SCOPE = "builtin"
 
 
 class ModelCatalog:
-    def __init__(self, connection: redis.Redis, settings: Settings):
+    """Records of one collection (`models`, or `datasets`: the same scopes and lookups)."""
+
+    def __init__(self, connection: redis.Redis, settings: Settings, collection: str = "models"):
         self.redis = connection
         self.namespace = settings.namespace
+        self.collection = collection
 
     def _key(self, scope: str) -> str:
-        return f"{self.namespace}:models:{scope}"
+        return f"{self.namespace}:{self.collection}:{scope}"
 
     def put(self, scope: str, model_id: str, record: dict[str, Any]) -> None:
         self.redis.hset(self._key(scope), model_id, json.dumps(record))
@@ -37,6 +40,16 @@ class ModelCatalog:
             if raw is not None:
                 return json.loads(raw)
         return None
+
+    def records(self, tenant: str) -> list[dict[str, Any]]:
+        """The tenant's own records and the built-in ones, by id (own first on a clash)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self._key(BUILTIN_SCOPE))
+        pipe.hgetall(self._key(tenant))
+        builtin, own = pipe.execute()
+        merged = {k.decode(): json.loads(v) for k, v in builtin.items()}
+        merged.update({k.decode(): json.loads(v) for k, v in own.items()})
+        return [merged[k] for k in sorted(merged)]
 
     def ids(self, tenant: str) -> list[str]:
         pipe = self.redis.pipeline(transaction=False)

@@ -30,15 +30,15 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def get_store(request: Request) -> JobStore:
+async def get_store(request: Request) -> JobStore:
     return request.app.state.store
 
 
-def get_catalog(request: Request) -> ModelCatalog:
+async def get_catalog(request: Request) -> ModelCatalog:
     return request.app.state.catalog
 
 
-def get_kinds(request: Request) -> dict[str, JobKind]:
+async def get_kinds(request: Request) -> dict[str, JobKind]:
     return request.app.state.kinds
 
 

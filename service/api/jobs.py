@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from service.api.deps import Catalog, Kinds, Store, problem_responses
 from service.auth import Tenant, get_settings
 from service.jobs import CancelOutcome, decode_page_token, record_to_job, request_fingerprint
+from service.model_refs import ModelRefError, parse_model_ref
 from service.jobspec import Job, JobCreate, JobPage, JobStatus, KindInfo
 from service.problems import ProblemError, invalid
 from service.settings import Settings
@@ -89,7 +90,11 @@ def create_job(
         ]
         detail = "; ".join(f"params.{'.'.join(map(str, e['loc'][2:]))}: {e['msg']}" for e in errors[:5])
         raise ProblemError(422, "invalid-params", detail, title="Request validation failed", errors=errors) from exc
-    if catalog.get(tenant, body.model) is None:
+    try:
+        model_ref = parse_model_ref(body.model)
+    except ModelRefError as exc:
+        raise invalid(["body", "model"], str(exc), "invalid-model") from exc
+    if catalog.get(tenant, model_ref.id) is None:
         allowed = ", ".join(catalog.ids(tenant)) or "none"
         raise invalid(["body", "model"], f"unknown model {body.model!r}; allowed: {allowed}", "unknown-model")
     timeout = body.timeout_seconds or settings.job_timeout_seconds
@@ -150,13 +155,14 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=Job, summary="Get a job", responses=problem_responses(401, 404, 503))
-def get_job(job_id: JobId, tenant: Tenant, store: Store, response: Response) -> Job:
-    job = store.get(tenant, job_id)
+async def get_job(job_id: JobId, tenant: Tenant, request: Request) -> Response:
+    # The hottest endpoint (clients poll it): async Redis, and the model serialized once,
+    # straight to JSON, instead of validated again as a response_model.
+    job = await request.app.state.reader.get(tenant, job_id)
     if job is None:
         raise _not_found(job_id)
-    if not job.status.is_terminal:
-        response.headers["Retry-After"] = str(POLL_AFTER_SECONDS)
-    return job
+    headers = {} if job.status.is_terminal else {"Retry-After": str(POLL_AFTER_SECONDS)}
+    return Response(job.model_dump_json(), media_type="application/json", headers=headers)
 
 
 @router.post(
@@ -241,8 +247,7 @@ async def job_events(job_id: JobId, tenant: Tenant, request: Request) -> Streami
     # Subscribe before the first read, so that no change between the two is missed.
     await pubsub.subscribe(channel)
     try:
-        raw = await async_redis.hgetall(store.keys.job(job_id))
-        record = {k.decode(): v.decode() for k, v in raw.items()}
+        record = await request.app.state.reader.record(job_id)
         if not record or record.get("tenant") != tenant:
             raise _not_found(job_id)
     except BaseException:
@@ -250,8 +255,8 @@ async def job_events(job_id: JobId, tenant: Tenant, request: Request) -> Streami
         raise
 
     async def read_job() -> Job | None:
-        raw = await async_redis.hgetall(store.keys.job(job_id))
-        return record_to_job(job_id, {k.decode(): v.decode() for k, v in raw.items()}) if raw else None
+        latest = await request.app.state.reader.record(job_id)
+        return record_to_job(job_id, latest) if latest else None
 
     async def stream():
         try:
