@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from service.api import catalog, health, jobs
+from service.auth import add_bearer_security
 from service.jobs import AsyncJobReader, JobStore
 from service.plugins import load_plugins
 from service.limits import BodySizeLimitMiddleware
@@ -60,12 +61,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         reaper = asyncio.create_task(run_reaper(app.state.store, settings.reaper_interval_seconds))
+        job_events = asyncio.create_task(app.state.reader.run())
         if not settings.auth_enabled:
             log.warning("GLASSBOX_API_KEYS is empty: the API is open, every caller is tenant 'local'")
         try:
             yield
         finally:
             reaper.cancel()
+            job_events.cancel()
             await app.state.async_redis.aclose()
             app.state.redis.close()
 
@@ -95,8 +98,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics_registry = registry
 
     install_problem_handlers(app)
-    app.include_router(health.router)
+    add_bearer_security(app)
     app.include_router(jobs.router)
+    app.include_router(health.router)
     app.include_router(catalog.router)
     app.add_middleware(
         BodySizeLimitMiddleware,

@@ -97,6 +97,13 @@ class Keys:
         return f"{self.ns}:events:{job_id}"
 
     @property
+    def all_events(self) -> str:
+        return f"{self.ns}:events:*"
+
+    def job_id_of_events(self, channel: str) -> str:
+        return channel.rpartition(":")[2]
+
+    @property
     def job_stats(self) -> str:
         return f"{self.ns}:stats:jobs"
 
@@ -289,12 +296,13 @@ if status == 'queued' then
 end
 if status == 'running' then
   redis.call('HSET', job_key, 'cancel_requested', '1')
+  redis.call('PUBLISH', channel, cjson.encode({type = 'cancel_requested'}))
   return 'requested'
 end
 return status
 """
 
-# KEYS: job, tenant jobs, then artifact keys. ARGV: id
+# KEYS: job, tenant jobs, then artifact keys. ARGV: id, channel
 _DELETE = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'missing' end
@@ -303,6 +311,7 @@ for i = 1, #KEYS do
   if i ~= 2 then redis.call('DEL', KEYS[i]) end
 end
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('PUBLISH', ARGV[2], cjson.encode({type = 'deleted'}))
 return 'deleted'
 """
 
@@ -342,21 +351,87 @@ def artifact_url(job_id: str, name: str) -> str:
 
 
 class AsyncJobReader:
-    """The API's hot reads, on the asyncio Redis client (no thread-pool hop per request)."""
+    """The API's hot reads (clients poll jobs), on the asyncio Redis client, with a cache that
+    stays coherent through the job event channels.
 
-    def __init__(self, connection: "redis.asyncio.Redis", keys: Keys):
+    Every write to a job record publishes on `ns:events:{id}` in the same Lua script, so a
+    process subscribed to `ns:events:*` learns of each change right after it happens and drops
+    its copy. Records are cached only while that subscription is up (`run` clears the cache
+    and stops caching whenever it breaks), and a record read from Redis is kept only if no event
+    arrived meanwhile, so a cached record is never older than the last event delivered.
+    """
+
+    def __init__(self, connection: "redis.asyncio.Redis", keys: Keys, max_entries: int = 10_000):
         self.redis = connection
         self.keys = keys
+        self.max_entries = max_entries
+        self._cache: dict[str, dict[str, str]] = {}
+        self._events_seen = 0  # bumped on every event, to spot reads that raced one
+        self.listening = False
 
     async def record(self, job_id: str) -> dict[str, str] | None:
+        cached = self._cache.get(job_id)
+        if cached is not None:
+            if not cached.get("expires_at") or float(cached["expires_at"]) > time.time():
+                return cached
+            self._cache.pop(job_id, None)
+        seen_before = self._events_seen
         raw = await self.redis.hgetall(self.keys.job(job_id))
-        return _decode(raw) if raw else None
+        if not raw:
+            return None
+        record = _decode(raw)
+        if self.listening and self._events_seen == seen_before:
+            if len(self._cache) >= self.max_entries:
+                try:  # drop the oldest entry (dicts keep insertion order)
+                    self._cache.pop(next(iter(self._cache)))
+                except (StopIteration, RuntimeError, KeyError):
+                    pass  # changed under us by `forget` from a request thread
+            self._cache[job_id] = record
+        return record
 
     async def get(self, tenant: str, job_id: str) -> Job | None:
         record = await self.record(job_id)
         if record is None or record.get("tenant") != tenant:
             return None
         return record_to_job(job_id, record)
+
+    async def get_json(self, tenant: str, job_id: str) -> tuple[bytes, JobStatus] | None:
+        """The job as the API serves it, serialized once per version of the record."""
+        record = await self.record(job_id)
+        if record is None or record.get("tenant") != tenant:
+            return None
+        cached = record.get("_json")
+        if cached is None:
+            cached = record_to_job(job_id, record).model_dump_json()
+            if self._cache.get(job_id) is record:
+                record["_json"] = cached
+        return cached.encode(), JobStatus(record["status"])
+
+    def forget(self, job_id: str) -> None:
+        self._events_seen += 1
+        self._cache.pop(job_id, None)
+
+    async def run(self, retry_seconds: float = 1.0) -> None:
+        """Follow every job event until canceled; reconnects after Redis outages."""
+        import asyncio
+
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.psubscribe(self.keys.all_events)
+                async for message in pubsub.listen():
+                    if message["type"] == "pmessage":
+                        self.forget(self.keys.job_id_of_events(_text(message["channel"])))
+                    elif message["type"] == "psubscribe":
+                        self.listening = True  # only from Redis's confirmation on
+            except redis.RedisError:
+                pass
+            finally:
+                self.listening = False
+                self._events_seen += 1
+                self._cache.clear()
+                await pubsub.aclose()
+            await asyncio.sleep(retry_seconds)
 
 
 class JobStore:
@@ -534,7 +609,7 @@ class JobStore:
             return "missing"
         artifact_keys = [self.keys.artifact(job_id, a.name) for a in (job.result.artifacts if job.result else [])]
         keys = [self.keys.job(job_id), self.keys.tenant_jobs(tenant), *artifact_keys]
-        return _text(self._delete(keys=keys, args=[job_id]))
+        return _text(self._delete(keys=keys, args=[job_id, self.keys.events(job_id)]))
 
     # ---- admission onto RQ -----------------------------------------------------------
 

@@ -387,3 +387,23 @@ def test_kinds_are_listed_with_their_params_schema(stack):
     kinds = stack.client().get("/v1/kinds").json()
     lifecycle = next(k for k in kinds if k["name"] == "test-lifecycle")
     assert lifecycle["params_schema"]["properties"]["steps"]["minimum"] == 0
+
+
+def test_changes_made_through_another_api_replica_are_seen_at_once(make_stack):
+    """The API caches job records; the job event channels keep that cache coherent."""
+    from service.jobs import JobStore
+
+    stack = make_stack(workers=0)
+    ModelCatalog(stack.redis, stack.settings).put("builtin", TEST_MODEL, {"id": TEST_MODEL})
+    client = stack.client()
+    other_replica = JobStore(stack.redis, stack.settings)
+    job_id = stack.create(client, {"steps": 1})["id"]
+    for _ in range(3):  # read it a few times: it is cached now
+        assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
+    other_replica.cancel("alice", job_id)
+    seen = wait_until(
+        lambda: client.get(f"/v1/jobs/{job_id}").json()["status"] == "canceled", timeout=0.5, what="the cancel"
+    )
+    assert seen
+    other_replica.delete("alice", job_id)
+    wait_until(lambda: client.get(f"/v1/jobs/{job_id}").status_code == 404, timeout=0.5, what="the delete")

@@ -158,11 +158,12 @@ def list_jobs(
 async def get_job(job_id: JobId, tenant: Tenant, request: Request) -> Response:
     # The hottest endpoint (clients poll it): async Redis, and the model serialized once,
     # straight to JSON, instead of validated again as a response_model.
-    job = await request.app.state.reader.get(tenant, job_id)
-    if job is None:
+    found = await request.app.state.reader.get_json(tenant, job_id)
+    if found is None:
         raise _not_found(job_id)
-    headers = {} if job.status.is_terminal else {"Retry-After": str(POLL_AFTER_SECONDS)}
-    return Response(job.model_dump_json(), media_type="application/json", headers=headers)
+    body, status = found
+    headers = {} if status.is_terminal else {"Retry-After": str(POLL_AFTER_SECONDS)}
+    return Response(body, media_type="application/json", headers=headers)
 
 
 @router.post(
@@ -175,8 +176,9 @@ async def get_job(job_id: JobId, tenant: Tenant, request: Request) -> Response:
     "job is a no-op; canceling a succeeded or failed one is a 409.",
     responses=problem_responses(401, 404, 409, 503),
 )
-def cancel_job(job_id: JobId, tenant: Tenant, store: Store) -> Job:
+def cancel_job(job_id: JobId, tenant: Tenant, store: Store, request: Request) -> Job:
     outcome, job = store.cancel(tenant, job_id)
+    request.app.state.reader.forget(job_id)  # read-your-writes in this process, before the event
     if job is None or outcome == CancelOutcome.MISSING:
         raise _not_found(job_id)
     if outcome in (JobStatus.succeeded, JobStatus.failed):
@@ -190,8 +192,9 @@ def cancel_job(job_id: JobId, tenant: Tenant, store: Store) -> Job:
     summary="Forget a finished job and its artifacts",
     responses=problem_responses(401, 404, 409, 503),
 )
-def delete_job(job_id: JobId, tenant: Tenant, store: Store) -> Response:
+def delete_job(job_id: JobId, tenant: Tenant, store: Store, request: Request) -> Response:
     outcome = store.delete(tenant, job_id)
+    request.app.state.reader.forget(job_id)
     if outcome == "missing":
         raise _not_found(job_id)
     if outcome != "deleted":
