@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from service.api import catalog, health, jobs
 from service.auth import add_bearer_security
+from service.blobs import BlobStore
 from service.jobs import AsyncJobReader, JobStore
 from service.plugins import load_plugins
 from service.limits import BodySizeLimitMiddleware
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.reader = AsyncJobReader(app.state.async_redis, app.state.store.keys)
     app.state.catalog = ModelCatalog(connection, settings)
     app.state.datasets = ModelCatalog(connection, settings, collection="datasets")
+    app.state.blobs = BlobStore(connection, settings)
     registry = CollectorRegistry()
     registry.register(JobStatsCollector(app.state.store))
     app.state.metrics_registry = registry

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class Layer(BaseModel):
@@ -32,6 +32,7 @@ class ModelInfo(BaseModel):
     parameters: int | None = None
     output: str | None = Field(default=None, description="What the outputs mean (tabular models).")
     error: str | None = None
+    inspection_job: str | None = Field(default=None, description="Uploads: the job that inspects the model.")
 
 
 class ModelSummary(BaseModel):
@@ -51,3 +52,76 @@ class DatasetInfo(BaseModel):
     count: int = Field(description="Images, or rows.")
     image_size: list[int] | None = None
     columns: list[dict[str, Any]] | None = Field(default=None, description="Name and inferred type of each column.")
+
+
+class ImageInput(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    size: list[int] = Field(min_length=2, max_length=2, description="[H, W]")
+    channels: int = Field(default=3, ge=1, le=4)
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+
+class TabularFeature(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(min_length=1, max_length=200)
+    type: Literal["numeric", "categorical"]
+    categories: list[str] | None = Field(default=None, description="Categoricals: one-hot in this order.")
+    mean: float | None = None
+    std: float | None = Field(default=None, gt=0)
+
+
+class TabularInput(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    features: list[TabularFeature] = Field(min_length=1, max_length=2000)
+
+
+class ModelInput(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    image: ImageInput | None = None
+    tabular: TabularInput | None = None
+
+
+class ModelManifest(BaseModel):
+    """The `manifest` part of a model upload (a JSON document)."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    kind: Literal["image", "tabular"]
+    format: Literal["exported_program", "safetensors"]
+    architecture: str | None = Field(
+        default=None,
+        description="For `safetensors`: `torchvision/<name>`, or a built-in architecture "
+        "(`shapes-cnn`, `tabular-mlp`).",
+    )
+    input: ModelInput
+    labels: list[str] | None = None
+    description: str = Field(default="", max_length=2000)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelManifest":
+        if self.kind == "image" and self.input.image is None:
+            raise ValueError("an image model needs input.image ({size, channels, mean, std})")
+        if self.kind == "tabular" and self.input.tabular is None:
+            raise ValueError("a tabular model needs input.tabular ({features: [...]})")
+        if self.format == "safetensors" and not self.architecture:
+            raise ValueError("format safetensors needs `architecture` (torchvision/<name>, shapes-cnn or tabular-mlp)")
+        if self.input.image is not None:
+            channels = self.input.image.channels
+            for name in ("mean", "std"):
+                values = getattr(self.input.image, name)
+                if values is not None and len(values) != channels:
+                    raise ValueError(f"input.image.{name} needs {channels} values, one per channel")
+        if self.input.tabular is not None:
+            names = [f.name for f in self.input.tabular.features]
+            if len(set(names)) != len(names):
+                raise ValueError("input.tabular.features repeats a name")
+            for feature in self.input.tabular.features:
+                if feature.type == "categorical" and not feature.categories:
+                    raise ValueError(f"categorical feature {feature.name!r} needs its `categories`")
+        return self

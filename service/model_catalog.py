@@ -31,15 +31,23 @@ class ModelCatalog:
     def put(self, scope: str, model_id: str, record: dict[str, Any]) -> None:
         self.redis.hset(self._key(scope), model_id, json.dumps(record))
 
+    def put_if_absent(self, scope: str, model_id: str, record: dict[str, Any]) -> bool:
+        return bool(self.redis.hsetnx(self._key(scope), model_id, json.dumps(record)))
+
     def remove(self, scope: str, model_id: str) -> bool:
         return bool(self.redis.hdel(self._key(scope), model_id))
 
-    def get(self, tenant: str, model_id: str) -> dict[str, Any] | None:
+    def find(self, tenant: str, model_id: str) -> tuple[str, dict[str, Any]] | None:
+        """(scope, record) of the tenant's own record, else the built-in one."""
         for scope in (tenant, BUILTIN_SCOPE):
             raw = self.redis.hget(self._key(scope), model_id)
             if raw is not None:
-                return json.loads(raw)
+                return scope, json.loads(raw)
         return None
+
+    def get(self, tenant: str, model_id: str) -> dict[str, Any] | None:
+        found = self.find(tenant, model_id)
+        return found[1] if found else None
 
     def records(self, tenant: str) -> list[dict[str, Any]]:
         """The tenant's own records and the built-in ones, by id (own first on a clash)."""

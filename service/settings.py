@@ -82,6 +82,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Shortest time between two progress updates of one job (throttling).",
     )
+    model_cache_bytes: int = Field(
+        default=4 * 1024**3,
+        ge=0,
+        description="Memory a worker keeps loaded models in (parameters and buffers), least "
+        "recently used evicted first.",
+    )
     plugins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated Python modules that add job kinds and models (see "

@@ -58,6 +58,7 @@ class JobContext:
         self,
         *,
         job_id: str,
+        tenant: str,
         model: str,
         worker: str,
         store: JobStore,
@@ -65,9 +66,13 @@ class JobContext:
         device: str,
         shutting_down: threading.Event,
         progress_interval: float,
+        models: Any = None,
     ):
         self.job_id = job_id
+        self.tenant = tenant
         self.model = model
+        # The worker's ModelLoader: `ctx.models.load(ctx.tenant, ctx.model)` (cached across jobs).
+        self.models = models
         self.device = device
         self._worker = worker
         self._store = store

@@ -18,6 +18,13 @@ from service.app import redis_options
 from service.jobs import JobStore
 from service.model_catalog import BUILTIN_SCOPE, ModelCatalog
 from service.plugins import load_plugins
+from service.blobs import BlobStore
+from service.catalogspec import ModelInfo
+from worker.models.builtin import BUILTIN_MODELS, builtin_dataset_records
+from worker.models.cache import ModelCache
+from worker.models.loader import ModelLoader
+from worker.models.torchvision_models import catalog_record as torchvision_record
+from worker.models.torchvision_models import classification_architectures
 from service.settings import Settings
 from worker.device import resolve_device
 from worker.runtime import WorkerRuntime, running_with
@@ -72,13 +79,31 @@ class Heartbeat(threading.Thread):
             self.stopped.wait(settings.worker_heartbeat_seconds)
 
 
-def register_builtin_models(catalog: ModelCatalog, records: list[dict]) -> None:
-    """Publish what this worker can load, for the API to validate jobs against (retrying
-    while Redis is not up yet, as at the start of a whole deployment)."""
+def register_builtins(models: ModelLoader, datasets: ModelCatalog, plugin_models: list[dict]) -> None:
+    """Publish what this worker can load, for the API to validate jobs against: the built-in
+    models (inspected now: they are small, so their layers are listed from the start), the
+    torchvision architectures (layers listed once a job has loaded one), plugin models and the
+    built-in datasets. Retries while Redis is not up yet, as at the start of a deployment."""
+    catalog = models.catalog
     for attempt in range(30):
         try:
-            for record in records:
-                catalog.put(BUILTIN_SCOPE, record["id"], record)
+            for model in BUILTIN_MODELS.values():
+                catalog.put(BUILTIN_SCOPE, model.id, model.catalog_record())
+                try:
+                    models.load(BUILTIN_SCOPE, model.id)
+                except redis.ConnectionError:
+                    raise
+                except Exception as exc:  # a broken install must not take the worker down
+                    log.exception("built-in model %s does not load", model.id)
+                    catalog.put(BUILTIN_SCOPE, model.id, {**model.catalog_record(), "status": "failed", "error": str(exc)})
+            for architecture in classification_architectures():
+                record = torchvision_record(architecture)
+                catalog.put_if_absent(BUILTIN_SCOPE, record["id"], record)
+            for record in plugin_models:
+                info = ModelInfo.model_validate({"name": record["id"], "source": "plugin", **record})
+                catalog.put(BUILTIN_SCOPE, info.id, info.model_dump())
+            for record in builtin_dataset_records():
+                datasets.put(BUILTIN_SCOPE, record["id"], record)
             return
         except redis.ConnectionError as exc:
             log.warning("cannot register built-in models yet (%s); retrying", exc)
@@ -97,14 +122,17 @@ def run_worker(settings: Settings) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     connection = redis.Redis.from_url(settings.redis_url, **{**redis_options(), "socket_timeout": None})
     plugins = load_plugins(settings)
+    device = resolve_device(settings.device)
+    catalog = ModelCatalog(connection, settings)
     runtime = WorkerRuntime(
         name=worker_name(),
         settings=settings,
         store=JobStore(connection, settings),
         kinds=plugins.kinds,
-        device=resolve_device(settings.device),
+        device=device,
+        models=ModelLoader(catalog, BlobStore(connection, settings), ModelCache(settings.model_cache_bytes), device),
     )
-    register_builtin_models(ModelCatalog(connection, settings), plugins.models)
+    register_builtins(runtime.models, ModelCatalog(connection, settings, collection="datasets"), plugins.models)
     log.info("worker %s on %s, kinds: %s", runtime.name, runtime.device, ", ".join(runtime.kinds) or "none")
     heartbeat = Heartbeat(runtime)
     heartbeat.start()

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
 from service.jobs import JobStore
 from service.jobspec import JobKind
@@ -25,6 +26,7 @@ class WorkerRuntime:
     store: JobStore
     kinds: dict[str, JobKind]
     device: str
+    models: Any = None  # worker.models.loader.ModelLoader
     shutting_down: threading.Event = field(default_factory=threading.Event)
     # Set when the process must end after the current job (a sticky CUDA error).
     exit_code: int | None = None

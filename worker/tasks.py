@@ -36,6 +36,7 @@ def run_job(job_id: str) -> None:
 
     ctx = JobContext(
         job_id=job_id,
+        tenant=record["tenant"],
         model=record["model"],
         worker=runtime.name,
         store=store,
@@ -43,6 +44,7 @@ def run_job(job_id: str) -> None:
         device=runtime.device,
         shutting_down=runtime.shutting_down,
         progress_interval=runtime.settings.progress_interval_seconds,
+        models=runtime.models,
     )
     started = time.perf_counter()
     try:

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import PurePosixPath
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, File, Form, Path, Request, Response, UploadFile
+from pydantic import ValidationError
 
-from service.api.deps import problem_responses
+from service.api.deps import Store, problem_responses
 from service.auth import Tenant
-from service.catalogspec import DatasetInfo, ModelInfo, ModelSummary
-from service.model_catalog import ModelCatalog
-from service.problems import ProblemError
+from service.blobs import BlobStore
+from service.builtin_kinds import MODEL_INSPECTION
+from service.catalogspec import DatasetInfo, ModelInfo, ModelManifest, ModelSummary
+from service.model_catalog import BUILTIN_SCOPE, ModelCatalog
+from service.model_refs import TORCHVISION_PREFIX
+from service.problems import ProblemError, invalid
+from service.uploads import UploadRejected, check_csv, check_image_zip, check_model_file
 
 router = APIRouter(prefix="/v1")
+
+BUILTIN_ARCHITECTURES = ("shapes-cnn", "tabular-mlp")
+DATASET_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
 async def get_datasets(request: Request) -> ModelCatalog:
@@ -23,8 +34,22 @@ async def get_models(request: Request) -> ModelCatalog:
     return request.app.state.catalog
 
 
+async def get_blobs(request: Request) -> BlobStore:
+    return request.app.state.blobs
+
+
 Models = Annotated[ModelCatalog, Depends(get_models)]
 Datasets = Annotated[ModelCatalog, Depends(get_datasets)]
+Blobs = Annotated[BlobStore, Depends(get_blobs)]
+
+
+def _rejected(exc: UploadRejected, field: str = "file") -> ProblemError:
+    return ProblemError(
+        422, exc.slug, str(exc), title="Upload refused", errors=[{"loc": ["body", field], "msg": str(exc), "type": exc.slug}]
+    )
+
+
+# ---- models ------------------------------------------------------------------------------
 
 
 @router.get("/models", response_model=list[ModelSummary], tags=["models"], responses=problem_responses(401, 503))
@@ -39,12 +64,117 @@ def list_models(tenant: Tenant, models: Models) -> list[ModelSummary]:
     summary="A model: input contract and layers in execution order",
     responses=problem_responses(401, 404, 503),
 )
-def get_model(model_id: Annotated[str, Path(description="e.g. `shapes-cnn`, `torchvision/vgg16`")],
-              tenant: Tenant, models: Models) -> ModelInfo:
+def get_model(
+    model_id: Annotated[str, Path(description="e.g. `shapes-cnn`, `torchvision/vgg16`")], tenant: Tenant, models: Models
+) -> ModelInfo:
     record = models.get(tenant, model_id.partition("?")[0])
     if record is None:
         raise ProblemError(404, "model-not-found", f"No model {model_id!r}; GET /v1/models lists them.")
     return ModelInfo.model_validate(record)
+
+
+@router.post(
+    "/models",
+    status_code=202,
+    response_model=ModelInfo,
+    tags=["models"],
+    summary="Upload a model (multipart: `file` + `manifest` JSON)",
+    description="The file is a `torch.export` archive (.pt2, format `exported_program`) or a "
+    "safetensors state dict (format `safetensors`, with the manifest's `architecture`). Pickled "
+    "checkpoints are refused. The model is `pending` until a worker has loaded it and run a "
+    "forward pass (the `model_inspection` job named in `inspection_job`); then `ready` with its "
+    "layers, or `failed` with the reason.",
+    responses=problem_responses(401, 409, 413, 422, 503),
+)
+def upload_model(
+    request: Request,
+    response: Response,
+    tenant: Tenant,
+    models: Models,
+    blobs: Blobs,
+    store: Store,
+    file: Annotated[UploadFile, File(description="The .pt2 or .safetensors file.")],
+    manifest: Annotated[str, Form(description="The manifest, a JSON document (see ModelManifest).")],
+) -> ModelInfo:
+    try:
+        parsed = ModelManifest.model_validate(json.loads(manifest))
+    except json.JSONDecodeError as exc:
+        raise invalid(["body", "manifest"], f"not JSON: {exc}") from exc
+    except ValidationError as exc:
+        errors = [
+            {"loc": ["body", "manifest", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_url=False, include_context=False, include_input=False)
+        ]
+        detail = "; ".join(f"manifest.{'.'.join(map(str, e['loc'][2:]))}: {e['msg']}" for e in errors[:5])
+        raise ProblemError(422, "invalid-manifest", detail, title="Request validation failed", errors=errors) from exc
+    if parsed.architecture is not None:
+        known = parsed.architecture in BUILTIN_ARCHITECTURES or (
+            parsed.architecture.startswith(TORCHVISION_PREFIX) and models.get(BUILTIN_SCOPE, parsed.architecture)
+        )
+        if not known:
+            raise invalid(
+                ["body", "manifest", "architecture"],
+                f"unknown architecture {parsed.architecture!r}; allowed: {', '.join(BUILTIN_ARCHITECTURES)} "
+                "or torchvision/<name> (GET /v1/models lists the torchvision ones)",
+            )
+    data = file.file.read()
+    try:
+        check_model_file(data, parsed.format)
+    except UploadRejected as exc:
+        raise _rejected(exc) from exc
+    model_id = parsed.name
+    if models.get(tenant, model_id) is not None:
+        raise ProblemError(409, "model-exists", f"A model {model_id!r} exists; delete it first or pick another name.")
+    record = ModelInfo(
+        id=model_id,
+        name=parsed.name,
+        kind=parsed.kind,
+        source="upload",
+        status="pending",
+        description=parsed.description,
+        input=parsed.input.model_dump(exclude_none=True),
+        labels=parsed.labels,
+    ).model_dump()
+    record.update(format=parsed.format, architecture=parsed.architecture, bytes=len(data))
+    blobs.put("models", tenant, model_id, data)
+    try:
+        models.put(tenant, model_id, record)
+        outcome = store.create(
+            tenant,
+            kind=MODEL_INSPECTION,
+            model=model_id,
+            params={},
+            metadata={"reason": "upload"},
+            timeout_seconds=min(600, request.app.state.settings.job_timeout_seconds),
+        )
+    except BaseException:
+        # Nothing half-registered stays behind.
+        models.remove(tenant, model_id)
+        blobs.delete("models", tenant, model_id)
+        raise
+    record["inspection_job"] = outcome.job_id
+    models.put(tenant, model_id, record)
+    response.headers["Location"] = f"/v1/models/{model_id}"
+    return ModelInfo.model_validate(record)
+
+
+@router.delete(
+    "/models/{model_id:path}",
+    status_code=204,
+    tags=["models"],
+    summary="Remove an uploaded model",
+    responses=problem_responses(401, 404, 409, 503),
+)
+def delete_model(model_id: str, tenant: Tenant, models: Models, blobs: Blobs) -> Response:
+    if models.get(tenant, model_id) is None:
+        raise ProblemError(404, "model-not-found", f"No model {model_id!r}.")
+    if not models.remove(tenant, model_id):
+        raise ProblemError(409, "builtin-model", f"{model_id!r} is built in; only uploaded models can be removed.")
+    blobs.delete("models", tenant, model_id)
+    return Response(status_code=204)
+
+
+# ---- datasets ----------------------------------------------------------------------------
 
 
 @router.get("/datasets", response_model=list[DatasetInfo], tags=["datasets"], responses=problem_responses(401, 503))
@@ -53,13 +183,78 @@ def list_datasets(tenant: Tenant, datasets: Datasets) -> list[DatasetInfo]:
 
 
 @router.get(
-    "/datasets/{dataset_id}",
-    response_model=DatasetInfo,
-    tags=["datasets"],
-    responses=problem_responses(401, 404, 503),
+    "/datasets/{dataset_id}", response_model=DatasetInfo, tags=["datasets"], responses=problem_responses(401, 404, 503)
 )
 def get_dataset(dataset_id: str, tenant: Tenant, datasets: Datasets) -> DatasetInfo:
     record = datasets.get(tenant, dataset_id)
     if record is None:
         raise ProblemError(404, "dataset-not-found", f"No dataset {dataset_id!r}; GET /v1/datasets lists them.")
     return DatasetInfo.model_validate(record)
+
+
+@router.post(
+    "/datasets",
+    status_code=201,
+    response_model=DatasetInfo,
+    tags=["datasets"],
+    summary="Upload a dataset (multipart `file`: a .zip of PNG/JPEG images, or a .csv with a header)",
+    description="Images of a zip are indexed in file-name order. A CSV's column types are "
+    "inferred (numeric or categorical) and reported.",
+    responses=problem_responses(401, 409, 413, 422, 503),
+)
+def upload_dataset(
+    response: Response,
+    tenant: Tenant,
+    datasets: Datasets,
+    blobs: Blobs,
+    file: Annotated[UploadFile, File(description="A .zip of images or a .csv file.")],
+    name: Annotated[str | None, Form(pattern=DATASET_ID_PATTERN, description="The dataset id (default: the file name).")] = None,
+    description: Annotated[str, Form(max_length=2000)] = "",
+) -> DatasetInfo:
+    dataset_id = name or re.sub(r"[^A-Za-z0-9._-]", "-", PurePosixPath(file.filename or "dataset").stem)[:100].strip("-.")
+    if not re.fullmatch(DATASET_ID_PATTERN, dataset_id or ""):
+        raise invalid(["body", "name"], "give the dataset a `name` (letters, digits, `.`, `_`, `-`)")
+    data = file.file.read()
+    try:
+        if data[:4] == b"PK\x03\x04":
+            summary = check_image_zip(data)
+        elif (file.filename or "").lower().endswith(".zip"):
+            raise UploadRejected("the file is named .zip but is not a zip archive")
+        else:
+            summary = check_csv(data)
+    except UploadRejected as exc:
+        raise _rejected(exc) from exc
+    if datasets.get(tenant, dataset_id) is not None:
+        raise ProblemError(409, "dataset-exists", f"A dataset {dataset_id!r} exists; delete it first or pick another name.")
+    record = DatasetInfo(
+        id=dataset_id,
+        kind=summary.kind,
+        source="upload",
+        description=description,
+        count=summary.count,
+        image_size=summary.image_size,
+        columns=summary.columns,
+    ).model_dump()
+    record["bytes"] = len(data)
+    if summary.names:
+        record["names"] = summary.names
+    blobs.put("datasets", tenant, dataset_id, data)
+    try:
+        datasets.put(tenant, dataset_id, record)
+    except BaseException:
+        blobs.delete("datasets", tenant, dataset_id)
+        raise
+    response.headers["Location"] = f"/v1/datasets/{dataset_id}"
+    return DatasetInfo.model_validate(record)
+
+
+@router.delete(
+    "/datasets/{dataset_id}", status_code=204, tags=["datasets"], responses=problem_responses(401, 404, 409, 503)
+)
+def delete_dataset(dataset_id: str, tenant: Tenant, datasets: Datasets, blobs: Blobs) -> Response:
+    if datasets.get(tenant, dataset_id) is None:
+        raise ProblemError(404, "dataset-not-found", f"No dataset {dataset_id!r}.")
+    if not datasets.remove(tenant, dataset_id):
+        raise ProblemError(409, "builtin-dataset", f"{dataset_id!r} is built in; only uploads can be removed.")
+    blobs.delete("datasets", tenant, dataset_id)
+    return Response(status_code=204)

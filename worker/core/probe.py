@@ -1,0 +1,124 @@
+"""Layer addressing: which layers a model has, in execution order, with their output shapes.
+
+A layer is addressed by the dotted module name users know (`features.10`, `layer3.1.relu`).
+Two refinements make every activation addressable:
+- a module called several times in one forward (resnet's `relu` in a block) is one name per
+  call: `layer1.0.relu` for the first, `layer1.0.relu@1` for the second, ...;
+- activations written as functions inside `forward` (`F.relu(x)`, `torch.relu(x)`) are named
+  after the module whose forward called them: `layer1.0:relu`, `layer1.0:relu@1`, ... (the
+  root module's are `:relu`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+FUNCTIONAL_ACTIVATIONS: dict[Callable, str] = {
+    F.relu: "relu",
+    torch.relu: "relu",
+    torch.relu_: "relu",
+    F.relu6: "relu6",
+    F.leaky_relu: "leaky_relu",
+    F.gelu: "gelu",
+    F.silu: "silu",
+    F.hardswish: "hardswish",
+    torch.sigmoid: "sigmoid",
+    torch.tanh: "tanh",
+    # Exported programs (torch.export) call the aten operators directly.
+    torch.ops.aten.relu.default: "relu",
+    torch.ops.aten.relu_.default: "relu",
+    torch.ops.aten.gelu.default: "gelu",
+    torch.ops.aten.silu.default: "silu",
+    torch.ops.aten.sigmoid.default: "sigmoid",
+    torch.ops.aten.tanh.default: "tanh",
+    torch.ops.aten.hardswish.default: "hardswish",
+    torch.ops.aten.leaky_relu.default: "leaky_relu",
+}
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    type: str
+    output_shape: list[int]  # without the batch dimension
+    units: int  # channels (dim 1) of a feature map, or features of a vector
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _first_tensor(output) -> torch.Tensor | None:
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    return None
+
+
+class _FunctionalRecorder(TorchFunctionMode):
+    def __init__(self, on_call: Callable[[str, torch.Tensor], None]):
+        super().__init__()
+        self.on_call = on_call
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        name = FUNCTIONAL_ACTIVATIONS.get(func)
+        if name is not None and isinstance(result, torch.Tensor):
+            self.on_call(name, result)
+        return result
+
+
+@torch.no_grad()
+def inspect_layers(model: nn.Module, example: torch.Tensor) -> list[LayerInfo]:
+    """Run one forward pass on `example` (batch of 1) and list every module call and
+    functional activation, in the order their outputs were produced."""
+    names = {module: name for name, module in model.named_modules()}
+    modules = {name: module for module, name in names.items()}
+    calls: Counter[str] = Counter()
+    stack: list[str] = []
+    layers: list[LayerInfo] = []
+
+    def address(base: str) -> str:
+        index = calls[base]
+        calls[base] += 1
+        return base if index == 0 else f"{base}@{index}"
+
+    def record(name: str, type_name: str, output: torch.Tensor) -> None:
+        shape = list(output.shape[1:])
+        layers.append(LayerInfo(name, type_name, shape, shape[0] if shape else 1))
+
+    def pre_hook(module, _inputs):
+        stack.append(names[module])
+
+    def post_hook(module, _inputs, output):
+        stack.pop()
+        tensor = _first_tensor(output)
+        if module is not model and tensor is not None:
+            type_name = getattr(module, "glassbox_layer_type", None) or type(module).__name__
+            record(address(names[module]), type_name, tensor)
+
+    def on_functional(fn_name: str, output: torch.Tensor) -> None:
+        parent = stack[-1] if stack else ""
+        # Module activations (nn.ReLU) also go through F.relu: only count the bare calls.
+        if parent and type(modules[parent]).__name__.lower().startswith(fn_name.replace("_", "")):
+            return
+        record(address(f"{parent}:{fn_name}"), f"functional.{fn_name}", output)
+
+    handles = []
+    for module in names:
+        handles.append(module.register_forward_pre_hook(pre_hook))
+        handles.append(module.register_forward_hook(post_hook))
+    try:
+        with _FunctionalRecorder(on_functional):
+            model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return layers
