@@ -6,6 +6,7 @@ worker reads the same records and validates `params` with the same per-kind mode
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -41,6 +42,9 @@ class JobKind(BaseModel):
     params_model: type[BaseModel]
     handler: str
     description: str = ""
+    # Optional submit-time check against the model's catalog record, `check(params, record)`:
+    # raises service.problems.ProblemError (e.g. via service.layers) for a bad layer or unit.
+    check: Callable[[Any, dict[str, Any]], None] | None = None
 
 
 class JobCreate(BaseModel):

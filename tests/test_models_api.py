@@ -264,3 +264,25 @@ def test_dataset_uploads_are_checked_and_described(models_stack):
     assert client.delete("/v1/datasets/pics").status_code == 204
     assert_problem(client.get("/v1/datasets/pics"), 404)
     assert_problem(client.delete("/v1/datasets/shapes-val"), 409)
+
+
+def test_jobs_naming_an_unknown_layer_or_unit_get_a_422_listing_the_valid_choices(models_stack):
+    client = models_stack.client()
+
+    def submit(**params):
+        return client.post("/v1/jobs", json={"kind": "test-layer-probe", "model": "shapes-cnn", "params": params})
+
+    unknown = assert_problem(submit(layer="features.99"), 422)
+    assert unknown["errors"][0]["loc"] == ["body", "params", "layer"]
+    assert "features.0" in unknown["detail"] and "classifier.2" in unknown["detail"]
+    layers = {l["name"]: l for l in client.get("/v1/models/shapes-cnn").json()["layers"]}
+    channels = layers["features.0"]["units"]
+    out_of_range = assert_problem(submit(layer="features.0", units=[0, channels]), 422)
+    assert out_of_range["errors"][0]["loc"] == ["body", "params", "units", 1]
+    assert f"0 to {channels - 1}" in out_of_range["detail"]
+    outside = assert_problem(submit(layer="features.0", position=[64, 0]), 422)
+    assert "64x64" in outside["detail"]
+    accepted = submit(layer="features.0", units=[channels - 1], position=[63, 63])
+    assert accepted.status_code == 202
+    done = models_stack.wait_status(client, accepted.json()["id"], {"succeeded", "failed"})
+    assert done["status"] == "succeeded" and done["result"]["summary"]["model_status"] == "ready"

@@ -67,12 +67,15 @@ class JobContext:
         shutting_down: threading.Event,
         progress_interval: float,
         models: Any = None,
+        datasets: Any = None,
     ):
         self.job_id = job_id
         self.tenant = tenant
         self.model = model
         # The worker's ModelLoader: `ctx.models.load(ctx.tenant, ctx.model)` (cached across jobs).
         self.models = models
+        # The worker's DatasetLoader: `ctx.datasets.images(ctx.tenant, id)` / `.table(...)`.
+        self.datasets = datasets
         self.device = device
         self._worker = worker
         self._store = store

@@ -20,6 +20,7 @@ from service.model_catalog import BUILTIN_SCOPE, ModelCatalog
 from service.plugins import load_plugins
 from service.blobs import BlobStore
 from service.catalogspec import ModelInfo
+from worker.datasets import DatasetLoader
 from worker.models.builtin import BUILTIN_MODELS, builtin_dataset_records
 from worker.models.cache import ModelCache
 from worker.models.loader import ModelLoader
@@ -124,15 +125,18 @@ def run_worker(settings: Settings) -> int:
     plugins = load_plugins(settings)
     device = resolve_device(settings.device)
     catalog = ModelCatalog(connection, settings)
+    dataset_catalog = ModelCatalog(connection, settings, collection="datasets")
+    blobs = BlobStore(connection, settings)
     runtime = WorkerRuntime(
         name=worker_name(),
         settings=settings,
         store=JobStore(connection, settings),
         kinds=plugins.kinds,
         device=device,
-        models=ModelLoader(catalog, BlobStore(connection, settings), ModelCache(settings.model_cache_bytes), device),
+        models=ModelLoader(catalog, blobs, ModelCache(settings.model_cache_bytes), device),
+        datasets=DatasetLoader(dataset_catalog, blobs),
     )
-    register_builtins(runtime.models, ModelCatalog(connection, settings, collection="datasets"), plugins.models)
+    register_builtins(runtime.models, dataset_catalog, plugins.models)
     log.info("worker %s on %s, kinds: %s", runtime.name, runtime.device, ", ".join(runtime.kinds) or "none")
     heartbeat = Heartbeat(runtime)
     heartbeat.start()

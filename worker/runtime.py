@@ -27,6 +27,7 @@ class WorkerRuntime:
     kinds: dict[str, JobKind]
     device: str
     models: Any = None  # worker.models.loader.ModelLoader
+    datasets: Any = None  # worker.datasets.DatasetLoader
     shutting_down: threading.Event = field(default_factory=threading.Event)
     # Set when the process must end after the current job (a sticky CUDA error).
     exit_code: int | None = None

@@ -45,6 +45,7 @@ def run_job(job_id: str) -> None:
         shutting_down=runtime.shutting_down,
         progress_interval=runtime.settings.progress_interval_seconds,
         models=runtime.models,
+        datasets=runtime.datasets,
     )
     started = time.perf_counter()
     try:

@@ -94,9 +94,12 @@ def create_job(
         model_ref = parse_model_ref(body.model)
     except ModelRefError as exc:
         raise invalid(["body", "model"], str(exc), "invalid-model") from exc
-    if catalog.get(tenant, model_ref.id) is None:
+    model_record = catalog.get(tenant, model_ref.id)
+    if model_record is None:
         allowed = ", ".join(catalog.ids(tenant)) or "none"
         raise invalid(["body", "model"], f"unknown model {body.model!r}; allowed: {allowed}", "unknown-model")
+    if kind.check is not None:
+        kind.check(params, model_record)
     timeout = body.timeout_seconds or settings.job_timeout_seconds
     if timeout > settings.job_timeout_seconds:
         raise invalid(

@@ -20,6 +20,24 @@ class LifecycleParams(BaseModel):
     artifact_bytes: int = Field(default=1024, ge=0, le=50_000_000)
 
 
+class LayerProbeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    layer: str
+    units: list[int] = Field(default_factory=lambda: [0])
+    position: list[int] | None = Field(default=None, min_length=2, max_length=2)
+
+
+def check_layer_probe(params: LayerProbeParams, record: dict) -> None:
+    from service.layers import check_position, check_units, find_layer
+
+    layer = find_layer(record, params.layer, ["body", "params", "layer"])
+    if layer is not None:
+        check_units(layer, params.units, ["body", "params", "units"])
+        if params.position is not None:
+            check_position(layer, params.position, ["body", "params", "position"])
+
+
 # A model record for the lifecycle kind to name; it loads nothing.
 MODELS = [{"id": "test-model", "kind": "test", "description": "Test-only placeholder for the lifecycle kind"}]
 
@@ -29,5 +47,12 @@ JOB_KINDS = [
         params_model=LifecycleParams,
         handler="tests.plugins.lifecycle_tasks:run_lifecycle",
         description="Test-only: steps, progress and a chosen outcome.",
-    )
+    ),
+    JobKind(
+        name="test-layer-probe",
+        params_model=LayerProbeParams,
+        handler="tests.plugins.lifecycle_tasks:run_layer_probe",
+        description="Test-only: submit-time layer and unit checks.",
+        check=check_layer_probe,
+    ),
 ]

@@ -34,3 +34,8 @@ def run_lifecycle(ctx: JobContext, params: LifecycleParams) -> JobOutput:
             ArtifactBlob("payload.bin", "application/octet-stream", artifact_payload(ctx.job_id, params.artifact_bytes)),
         ],
     )
+
+
+def run_layer_probe(ctx: JobContext, params) -> JobOutput:
+    loaded, _, _ = ctx.models.load(ctx.tenant, ctx.model)
+    return JobOutput(summary={"layer": params.layer, "units": params.units, "model_status": loaded.record["status"]})

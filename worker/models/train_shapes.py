@@ -116,7 +116,9 @@ def train(out_weights: Path = SHAPES_WEIGHTS, out_report: Path = SHAPES_REPORT) 
     val_accuracy, per_class = evaluate(model, val_images, val_labels)
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
     out_weights.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(out_weights), metadata={"model": "shapes-cnn", "classes": json.dumps(SHAPES_CLASSES)})
+    # one metadata key: safetensors writes its metadata map in arbitrary order, and a single key
+    # keeps the file byte-identical between runs
+    save_file(state, str(out_weights), metadata={"model": "shapes-cnn"})
     out_weights.chmod(0o644)  # safetensors writes 0600
     report = {
         "model": "shapes-cnn",
