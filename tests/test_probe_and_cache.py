@@ -121,3 +121,30 @@ def test_weights_that_do_not_fit_name_the_missing_unexpected_and_mismatched_keys
     detail = info.value.detail
     assert "missing keys: 0.bias" in detail and "unexpected keys: extra" in detail
     assert "0.weight (3, 2) vs (4, 2)" in detail
+
+
+def test_capture_activation_returns_the_layer_output_and_stops_there():
+    from worker.core.probe import capture_activation
+
+    model = FunctionalNet().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        first_relu = F.relu(model.conv1(x))
+        second_act = model.act(model.pool(model.act(model.conv2(first_relu))))
+    assert torch.equal(capture_activation(model, x, ":relu"), first_relu)
+    assert torch.equal(capture_activation(model, x, "act@1"), second_act)
+
+    def fail(*_):
+        raise AssertionError("a layer after the captured one was computed")
+
+    handle = model.head.register_forward_pre_hook(fail)
+    try:
+        capture_activation(model, x, ":relu@1")
+    finally:
+        handle.remove()
+    for module in model.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
+    with pytest.raises(KeyError):
+        capture_activation(model, x, "nope")
+    with pytest.raises(KeyError):
+        capture_activation(model, x, "act@5")

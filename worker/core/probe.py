@@ -122,3 +122,85 @@ def inspect_layers(model: nn.Module, example: torch.Tensor) -> list[LayerInfo]:
         for handle in handles:
             handle.remove()
     return layers
+
+
+class _Reached(Exception):
+    """Raised inside the forward pass once the wanted layer has produced its output."""
+
+
+def parse_layer_name(layer: str) -> tuple[str, str | None, int]:
+    """`features.3` -> ("features.3", None, 0); `layer1.0.relu@1` -> (..., None, 1);
+    `layer1.0:relu@2` -> ("layer1.0", "relu", 2) for a functional activation."""
+    base, _, index = layer.partition("@")
+    call = int(index) if index else 0
+    if ":" in base:
+        parent, _, function = base.partition(":")
+        return parent, function, call
+    return base, None, call
+
+
+def capture_activation(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
+    """The output of `layer` (a name as listed by `inspect_layers`) for input `x`.
+
+    The forward pass stops as soon as that output exists: layers after it are never computed.
+    Gradients flow from the returned tensor back to `x` as usual. No hook outlives the call.
+    """
+    module_name, function, call = parse_layer_name(layer)
+    modules = dict(model.named_modules())
+    if module_name and module_name not in modules:
+        raise KeyError(f"no module {module_name!r} in the model")
+    captured: list[torch.Tensor] = []
+    seen = 0
+    handles = []
+
+    if function is None:
+        target = modules[module_name] if module_name else model
+
+        def post_hook(_module, _inputs, output):
+            nonlocal seen
+            if seen == call:
+                captured.append(_first_tensor(output))
+                raise _Reached()
+            seen += 1
+
+        handles.append(target.register_forward_hook(post_hook))
+        mode = None
+    else:
+        names = {m: n for n, m in modules.items()}
+        stack: list[str] = []
+        def enter(module, _inputs) -> None:
+            stack.append(names[module])
+
+        def leave(_module, _inputs, _output) -> None:  # returning None keeps the output
+            stack.pop()
+
+        handles += [m.register_forward_pre_hook(enter) for m in names]
+        handles += [m.register_forward_hook(leave) for m in names]
+
+        def on_call(fn_name: str, output: torch.Tensor) -> None:
+            nonlocal seen
+            parent = stack[-1] if stack else ""
+            if parent != module_name or fn_name != function:
+                return
+            if parent and type(modules[parent]).__name__.lower().startswith(fn_name.replace("_", "")):
+                return
+            if seen == call:
+                captured.append(output)
+                raise _Reached()
+            seen += 1
+
+        mode = _FunctionalRecorder(on_call)
+    try:
+        if mode is None:
+            model(x)
+        else:
+            with mode:
+                model(x)
+    except _Reached:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not captured:
+        raise KeyError(f"layer {layer!r} produced no output in a forward pass")
+    return captured[0]
