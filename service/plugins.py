@@ -15,7 +15,7 @@ from typing import Any
 from service.jobspec import JobKind
 from service.settings import Settings
 
-BUILTIN_PLUGIN_MODULES: tuple[str, ...] = ("service.builtin_kinds",)
+BUILTIN_PLUGIN_MODULES: tuple[str, ...] = ("service.builtin_kinds", "service.kinds.deconvnet")
 
 
 class PluginError(RuntimeError):

@@ -1,0 +1,114 @@
+"""`deconvnet`: project what excites a feature map back to pixels (Zeiler & Fergus 2014)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from service.jobspec import JobKind
+from service.layers import check_position, check_units, find_layer
+from service.problems import invalid
+
+MAX_INLINE_IMAGES = 64
+MAX_INLINE_IMAGE_BYTES = 4 * 1024 * 1024
+MAX_CHANNELS = 64
+MAX_TOP_K = 64
+MAX_PROJECTIONS = 1024
+
+
+class DeconvnetParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    layer: str = Field(description="A layer name as listed by GET /v1/models/{id}.")
+    channels: list[int] | None = Field(
+        default=None, min_length=1, max_length=MAX_CHANNELS, description="Feature maps to project."
+    )
+    top_channels: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_CHANNELS,
+        description="Without `channels`: the N channels with the largest activation over the images (default 8).",
+    )
+    dataset: str | None = Field(default=None, description="An image dataset id (a zip's images in file-name order).")
+    images: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_INLINE_IMAGES,
+        description="Base64 PNG or JPEG images, for small requests.",
+    )
+    top_k: int = Field(
+        default=9, ge=1, le=MAX_TOP_K, description="Per channel, the k images where it is strongest (Z&F's top 9)."
+    )
+    position: list[int] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=2,
+        description="[y, x] in the layer's feature map: project that neuron (one image, one channel).",
+    )
+    method: Literal["deconvnet", "guided_backprop", "saliency"] = Field(
+        default="deconvnet",
+        description="deconvnet: ReLUs rectify the signal going down; guided_backprop: also masked by "
+        "the forward input; saliency: the plain gradient.",
+    )
+    crop: bool = Field(default=True, description="Crop each figure cell to the neuron's receptive field.")
+    batch_size: int = Field(
+        default=32, ge=1, le=1024, description="Neurons projected per backward pass (memory bound)."
+    )
+    seed: int = Field(default=0, ge=0, description="Accepted for uniformity; a deconvnet job has no randomness.")
+
+    @field_validator("images")
+    @classmethod
+    def _decodable(cls, images: list[str] | None) -> list[str] | None:
+        for index, text in enumerate(images or []):
+            try:
+                data = base64.b64decode(text.split(",", 1)[-1], validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise ValueError(f"images[{index}] is not base64") from exc
+            if len(data) > MAX_INLINE_IMAGE_BYTES:
+                raise ValueError(f"images[{index}] is over {MAX_INLINE_IMAGE_BYTES} bytes; upload a dataset instead")
+            if not (data[:8] == b"\x89PNG\r\n\x1a\n" or data[:3] == b"\xff\xd8\xff"):
+                raise ValueError(f"images[{index}] is neither PNG nor JPEG")
+        return images
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DeconvnetParams":
+        if (self.dataset is None) == (self.images is None):
+            raise ValueError("give exactly one of `dataset` or `images`")
+        if self.channels is not None and self.top_channels is not None:
+            raise ValueError("give `channels` or `top_channels`, not both")
+        if self.position is not None:
+            if self.images is None or len(self.images) != 1 or not self.channels or len(self.channels) != 1:
+                raise ValueError("`position` projects one neuron: it needs exactly one image in `images` and one channel")
+        if len(self.channels or range(self.top_channels or 8)) * self.top_k > MAX_PROJECTIONS:
+            raise ValueError(f"channels x top_k is over {MAX_PROJECTIONS} projections; ask for fewer")
+        return self
+
+
+def check_deconvnet(params: DeconvnetParams, record: dict[str, Any]) -> None:
+    if record.get("kind") != "image":
+        raise invalid(["body", "model"], f"deconvnet needs an image model; {record['id']!r} is {record.get('kind')}")
+    layer = find_layer(record, params.layer, ["body", "params", "layer"])
+    if layer is None:
+        return  # layers not recorded yet (a torchvision model no job has loaded): the worker checks
+    if params.channels is not None:
+        check_units(layer, params.channels, ["body", "params", "channels"])
+    if params.top_channels is not None and params.top_channels > layer["units"]:
+        raise invalid(["body", "params", "top_channels"], f"layer {layer['name']!r} has {layer['units']} channels")
+    if params.position is not None:
+        check_position(layer, params.position, ["body", "params", "position"])
+
+
+JOB_KINDS = [
+    JobKind(
+        name="deconvnet",
+        params_model=DeconvnetParams,
+        handler="worker.kinds.deconvnet:run",
+        description="Zeiler & Fergus deconvnet: for each chosen feature map, the images that excite it "
+        "most and the projection of its strongest activation back to pixel space (also guided "
+        "backpropagation and plain gradient saliency).",
+        check=check_deconvnet,
+    )
+]

@@ -1,0 +1,145 @@
+"""Deconvnet projections (Zeiler & Fergus 2014) and their relatives, batched.
+
+The projection of one kept activation is the backward pass of the network truncated at its
+layer, seeded with that activation's value at its position (every other activation of the layer
+zero), down to the input, with ReLUs following the method's rule (worker/core/relu_rules.py).
+Max-pools route the signal through their recorded switches and convolutions apply their
+transposed filters: that is what autograd does, so no layer is reimplemented here.
+
+Many neurons go in one pass: each neuron gets its own copy of its image in the batch and its
+own seed, so the projections cannot leak into each other; batches are chunked to bound memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from worker.core.probe import capture_activation
+from worker.core.relu_rules import relu_rule
+
+Method = Literal["deconvnet", "guided_backprop", "saliency"]
+RULES = {"deconvnet": "deconvnet", "guided_backprop": "guided_backprop", "saliency": None}
+
+
+@dataclass(frozen=True)
+class Neuron:
+    image_index: int
+    channel: int
+    position: tuple[int, ...]  # (y, x) in the layer's map; () for a vector layer
+    activation: float
+
+
+@torch.no_grad()
+def layer_activations(
+    model: nn.Module, images: torch.Tensor, layer: str, batch_size: int = 32, check: Callable[[], None] | None = None
+) -> torch.Tensor:
+    """The layer's output for every image (forward stopped at the layer), on the images' device."""
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        outputs.append(capture_activation(model, images[start : start + batch_size], layer).detach())
+        if check is not None:
+            check()
+    return torch.cat(outputs)
+
+
+def strongest_channels(activations: torch.Tensor, count: int) -> list[int]:
+    """The channels with the largest activation anywhere over the images."""
+    per_channel = activations.flatten(2).amax(dim=2).amax(dim=0) if activations.dim() > 2 else activations.amax(dim=0)
+    return per_channel.topk(min(count, per_channel.numel())).indices.tolist()
+
+
+def top_neurons(activations: torch.Tensor, channels: Sequence[int], top_k: int) -> list[Neuron]:
+    """Per channel, the k images where it is strongest, each at its strongest position
+    (channel by channel, strongest first)."""
+    neurons = []
+    for channel in channels:
+        maps = activations[:, channel]
+        flat = maps.flatten(1) if maps.dim() > 1 else maps[:, None]
+        best_value, best_index = flat.max(dim=1)
+        order = best_value.topk(min(top_k, len(best_value))).indices.tolist()
+        for image_index in order:
+            index = int(best_index[image_index])
+            position = tuple(int(v) for v in _unravel(index, maps.shape[1:])) if maps.dim() > 1 else ()
+            neurons.append(Neuron(image_index, channel, position, float(best_value[image_index])))
+    return neurons
+
+
+def _unravel(index: int, shape: Sequence[int]) -> list[int]:
+    coordinates = []
+    for size in reversed(shape):
+        coordinates.append(index % size)
+        index //= size
+    return list(reversed(coordinates))
+
+
+def project(
+    model: nn.Module,
+    images: torch.Tensor,
+    layer: str,
+    neurons: Sequence[Neuron],
+    method: Method = "deconvnet",
+    batch_size: int = 32,
+    check: Callable[[], None] | None = None,
+) -> torch.Tensor:
+    """The projection of each neuron into input space, [len(neurons), C, H, W], seeded with
+    its activation's value. `images` holds the images the neurons' `image_index` refers to."""
+    results = []
+    for start in range(0, len(neurons), batch_size):
+        chunk = neurons[start : start + batch_size]
+        x = images[[n.image_index for n in chunk]].detach().clone().requires_grad_(True)
+        with torch.enable_grad(), relu_rule(RULES[method]):
+            output = capture_activation(model, x, layer)
+            seed = torch.zeros_like(output)
+            for row, neuron in enumerate(chunk):
+                seed[(row, neuron.channel, *neuron.position)] = output[(row, neuron.channel, *neuron.position)].detach()
+            (gradient,) = torch.autograd.grad(output, x, grad_outputs=seed)
+        results.append(gradient.detach())
+        if check is not None:
+            check()
+    return torch.cat(results) if results else images.new_zeros((0, *images.shape[1:]))
+
+
+def receptive_fields(
+    model: nn.Module,
+    example: torch.Tensor,
+    layer: str,
+    positions: Sequence[tuple[int, ...]],
+    samples: int = 2,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> dict[tuple[int, ...], tuple[int, int, int, int]]:
+    """For each position of the layer's map, the box [y0, x0, y1, x1) of input pixels that can
+    reach it: the support of that neuron's projection with ReLUs passing everything, over a few
+    random inputs (so that max-pool switches that point elsewhere on one input are covered by
+    another). Works for any architecture; a vector layer's box is the whole image."""
+    height, width = int(example.shape[2]), int(example.shape[3])
+    distinct = sorted(set(positions))
+    boxes: dict[tuple[int, ...], tuple[int, int, int, int]] = {}
+    if distinct == [()]:
+        return {(): (0, 0, height, width)}
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    noise = torch.randn((samples, *example.shape[1:]), generator=generator).to(example.device, example.dtype)
+    per_chunk = max(1, batch_size // samples)
+    for start in range(0, len(distinct), per_chunk):
+        chunk = distinct[start : start + per_chunk]
+        x = noise.repeat(len(chunk), 1, 1, 1).requires_grad_(True)
+        with torch.enable_grad(), relu_rule("pass_through"):
+            output = capture_activation(model, x, layer)
+            seed_tensor = torch.zeros_like(output)
+            for row, position in enumerate(chunk):
+                seed_tensor[(slice(row * samples, (row + 1) * samples), slice(None), *position)] = 1.0
+            (gradient,) = torch.autograd.grad(output, x, grad_outputs=seed_tensor)
+        support = gradient.abs().sum(dim=1).view(len(chunk), samples, height, width).sum(dim=1) > 0
+        for row, position in enumerate(chunk):
+            ys = torch.nonzero(support[row].any(dim=1)).flatten()
+            xs = torch.nonzero(support[row].any(dim=0)).flatten()
+            if len(ys) == 0:
+                boxes[position] = (0, 0, height, width)
+            else:
+                boxes[position] = (int(ys[0]), int(xs[0]), int(ys[-1]) + 1, int(xs[-1]) + 1)
+    return boxes
