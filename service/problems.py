@@ -10,7 +10,7 @@ import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -61,6 +61,17 @@ def invalid(loc: list[str | int], msg: str, slug: str = "validation-error") -> P
     return ProblemError(
         422, slug, msg, title="Request validation failed", errors=[{"loc": loc, "msg": msg, "type": slug}]
     )
+
+
+def nested_validation_problem(exc: ValidationError, field: str, slug: str) -> ProblemError:
+    """A 422 for a JSON value validated inside the body (`params`, a multipart `manifest`),
+    its errors located under `["body", field, ...]`."""
+    errors = [
+        {"loc": ["body", field, *e["loc"]], "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+    detail = "; ".join(f"{field}.{'.'.join(map(str, e['loc'][2:]))}: {e['msg']}" for e in errors[:5])
+    return ProblemError(422, slug, detail, title="Request validation failed", errors=errors)
 
 
 def problem_response(

@@ -144,7 +144,7 @@ class Stack:
         self.workers.append(process)
         if wait:
             before = len(self.live_workers())
-            wait_until(lambda: len(self.live_workers()) > before, timeout=30, what="the worker to beat")
+            wait_until(lambda: len(self.live_workers()) > before, timeout=120, what="the worker to beat")
         return process
 
     def live_workers(self) -> list[str]:

@@ -111,7 +111,7 @@ def test_saliency_is_the_plain_gradient_of_the_activation():
     (expected,) = torch.autograd.grad(activation, x)
     neuron = Neuron(0, 3, (10, 12), float(activation.detach()))
     ours = project(model, x.detach(), "features.6", [neuron], method="saliency")[0]
-    torch.testing.assert_close(ours, expected[0] * float(activation), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(ours, expected[0] * float(activation.detach()), rtol=1e-4, atol=1e-6)
 
 
 def test_neurons_projected_together_do_not_leak_into_each_other():

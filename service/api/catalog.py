@@ -17,7 +17,7 @@ from service.builtin_kinds import MODEL_INSPECTION
 from service.catalogspec import DatasetInfo, ModelInfo, ModelManifest, ModelSummary
 from service.model_catalog import BUILTIN_SCOPE, ModelCatalog
 from service.model_refs import TORCHVISION_PREFIX
-from service.problems import ProblemError, invalid
+from service.problems import ProblemError, invalid, nested_validation_problem
 from service.uploads import UploadRejected, check_csv, check_image_zip, check_model_file
 
 router = APIRouter(prefix="/v1")
@@ -101,12 +101,7 @@ def upload_model(
     except json.JSONDecodeError as exc:
         raise invalid(["body", "manifest"], f"not JSON: {exc}") from exc
     except ValidationError as exc:
-        errors = [
-            {"loc": ["body", "manifest", *e["loc"]], "msg": e["msg"], "type": e["type"]}
-            for e in exc.errors(include_url=False, include_context=False, include_input=False)
-        ]
-        detail = "; ".join(f"manifest.{'.'.join(map(str, e['loc'][2:]))}: {e['msg']}" for e in errors[:5])
-        raise ProblemError(422, "invalid-manifest", detail, title="Request validation failed", errors=errors) from exc
+        raise nested_validation_problem(exc, "manifest", "invalid-manifest") from exc
     if parsed.architecture is not None:
         known = parsed.architecture in BUILTIN_ARCHITECTURES or (
             parsed.architecture.startswith(TORCHVISION_PREFIX) and models.get(BUILTIN_SCOPE, parsed.architecture)

@@ -15,7 +15,7 @@ from service.auth import Tenant, get_settings
 from service.jobs import CancelOutcome, decode_page_token, record_to_job, request_fingerprint
 from service.model_refs import ModelRefError, parse_model_ref
 from service.jobspec import Job, JobCreate, JobPage, JobStatus, KindInfo
-from service.problems import ProblemError, invalid
+from service.problems import ProblemError, invalid, nested_validation_problem
 from service.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -84,12 +84,7 @@ def create_job(
     try:
         params = kind.params_model.model_validate(body.params)
     except ValidationError as exc:
-        errors = [
-            {"loc": ["body", "params", *e["loc"]], "msg": e["msg"], "type": e["type"]}
-            for e in exc.errors(include_url=False, include_context=False, include_input=False)
-        ]
-        detail = "; ".join(f"params.{'.'.join(map(str, e['loc'][2:]))}: {e['msg']}" for e in errors[:5])
-        raise ProblemError(422, "invalid-params", detail, title="Request validation failed", errors=errors) from exc
+        raise nested_validation_problem(exc, "params", "invalid-params") from exc
     try:
         model_ref = parse_model_ref(body.model)
     except ModelRefError as exc:
