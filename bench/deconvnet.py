@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torchvision
 
-from worker.core.deconvnet import layer_activations, project, strongest_channels, top_neurons
+from worker.core.deconvnet import channel_maxima, project, strongest_channels, top_neurons
 from worker.core.probe import capture_activation
 from worker.core.relu_rules import relu_rule
 
@@ -53,8 +53,9 @@ def main() -> int:
     # Glassbox, end to end: pick the neurons, then project them.
     sync(device)
     started = time.perf_counter()
-    activations = layer_activations(model, images, LAYER, batch_size=args.batch_size)
-    neurons = top_neurons(activations, strongest_channels(activations, 8), 8)
+    chunks = (images[i : i + args.batch_size] for i in range(0, len(images), args.batch_size))
+    values, positions = channel_maxima(model, chunks, LAYER)
+    neurons = top_neurons(values, positions, strongest_channels(values, 8), 8)
     sync(device)
     selected = time.perf_counter()
     projections = project(model, images, LAYER, neurons, "deconvnet", batch_size=args.batch_size)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from worker.core.deconvnet import Neuron, layer_activations, project, receptive_fields, strongest_channels, top_neurons
+from worker.core.deconvnet import Neuron, channel_maxima, project, receptive_fields, strongest_channels, top_neurons
 from worker.core.probe import inspect_layers
 from worker.models.shapes import load_shapes_cnn
 
@@ -61,10 +61,14 @@ def literal_projection(layers: list[nn.Module], x: torch.Tensor, channel: int, p
     return signal[0]
 
 
+def pick(model, x, layer, channels, top_k):
+    values, positions = channel_maxima(model, [x[:2], x[2:]], layer)
+    return top_neurons(values, positions, strongest_channels(values, channels), top_k)
+
+
 def _check_against_literal(model, features, x, layer_index, method="deconvnet", channels=2, top_k=2):
     layer = f"features.{layer_index}"
-    activations = layer_activations(model, x, layer)
-    neurons = top_neurons(activations, strongest_channels(activations, channels), top_k)
+    neurons = pick(model, x, layer, channels, top_k)
     ours = project(model, x, layer, neurons, method=method, batch_size=3)
     with torch.no_grad():
         for row, neuron in enumerate(neurons):
@@ -118,8 +122,7 @@ def test_neurons_projected_together_do_not_leak_into_each_other():
     model = load_shapes_cnn()
     torch.manual_seed(3)
     x = torch.randn(3, 3, 64, 64)
-    activations = layer_activations(model, x, "features.9")
-    neurons = top_neurons(activations, strongest_channels(activations, 3), 3)
+    neurons = pick(model, x, "features.9", 3, 3)
     together = project(model, x, "features.9", neurons, batch_size=len(neurons))
     for row, neuron in enumerate(neurons):
         alone = project(model, x, "features.9", [neuron], batch_size=1)[0]
@@ -134,8 +137,7 @@ def test_any_model_relus_functional_in_place_reused_with_batchnorm_and_residuals
         before = model(x)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     for layer in ("layer1.0.relu@1", "layer2.1", "layer3.0.relu"):
-        activations = layer_activations(model, x, layer)
-        neurons = top_neurons(activations, strongest_channels(activations, 2), 1)
+        neurons = pick(model, x, layer, 2, 1)
         for method in ("deconvnet", "guided_backprop", "saliency"):
             result = project(model, x, layer, neurons, method=method)
             assert result.shape == (len(neurons), 3, 64, 64) and torch.isfinite(result).all()
@@ -188,8 +190,25 @@ def test_the_forward_pass_stops_at_the_layer():
 
     handle = model.classifier.register_forward_pre_hook(fail)
     try:
-        activations = layer_activations(model, torch.randn(2, 3, 64, 64), "features.3")
-        project(model, torch.randn(2, 3, 64, 64), "features.3", top_neurons(activations, [0], 1))
+        x = torch.randn(2, 3, 64, 64)
+        values, positions = channel_maxima(model, [x], "features.3")
+        project(model, x, "features.3", top_neurons(values, positions, [0], 1))
     finally:
         handle.remove()
     assert [l.name for l in inspect_layers(model, torch.zeros(1, 3, 64, 64))][3] == "features.3"
+
+
+def test_maxima_are_each_images_strongest_activation_and_its_position():
+    model = load_shapes_cnn()
+    torch.manual_seed(5)
+    x = torch.randn(5, 3, 64, 64)
+    values, positions = channel_maxima(model, [x[:3], x[3:]], "features.6")
+    with torch.no_grad():
+        maps = model.features[:7](x)
+    assert torch.equal(values, maps.amax(dim=(2, 3)))
+    for image in range(5):
+        for channel in (0, 7, 31):
+            y, x_ = positions[image, channel].tolist()
+            assert maps[image, channel, y, x_] == values[image, channel]
+    vector_values, vector_positions = channel_maxima(model, [x], "classifier.2")
+    assert vector_values.shape == (5, 10) and vector_positions.shape == (5, 10, 0)

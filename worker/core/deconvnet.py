@@ -12,7 +12,7 @@ own seed, so the projections cannot leak into each other; batches are chunked to
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,46 +35,46 @@ class Neuron:
 
 
 @torch.no_grad()
-def layer_activations(
-    model: nn.Module, images: torch.Tensor, layer: str, batch_size: int = 32, check: Callable[[], None] | None = None
-) -> torch.Tensor:
-    """The layer's output for every image (forward stopped at the layer), on the images' device."""
-    outputs = []
-    for start in range(0, len(images), batch_size):
-        outputs.append(capture_activation(model, images[start : start + batch_size], layer).detach())
+def channel_maxima(
+    model: nn.Module, batches: Iterable[torch.Tensor], layer: str, check: Callable[[], None] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image and channel of `layer`, the strongest activation and where it is: values
+    [N, C] and positions [N, C, D] (D = 2 for a feature map, 0 for a vector). Only these
+    maxima are kept, so memory does not grow with the layer's size; the forward pass stops
+    at the layer."""
+    values, positions = [], []
+    for batch in batches:
+        output = capture_activation(model, batch, layer).detach()
+        flat = output.flatten(2) if output.dim() > 2 else output[:, :, None]
+        best, index = flat.max(dim=2)
+        values.append(best.cpu())
+        spatial = output.shape[2:]
+        coordinates = []
+        for size in reversed(spatial):
+            coordinates.append(index % size)
+            index = index // size
+        positions.append(torch.stack(list(reversed(coordinates)), dim=2).cpu() if coordinates else best.new_zeros((*best.shape, 0), dtype=torch.long).cpu())
         if check is not None:
             check()
-    return torch.cat(outputs)
+    return torch.cat(values), torch.cat(positions)
 
 
-def strongest_channels(activations: torch.Tensor, count: int) -> list[int]:
+def strongest_channels(values: torch.Tensor, count: int) -> list[int]:
     """The channels with the largest activation anywhere over the images."""
-    per_channel = activations.flatten(2).amax(dim=2).amax(dim=0) if activations.dim() > 2 else activations.amax(dim=0)
+    per_channel = values.amax(dim=0)
     return per_channel.topk(min(count, per_channel.numel())).indices.tolist()
 
 
-def top_neurons(activations: torch.Tensor, channels: Sequence[int], top_k: int) -> list[Neuron]:
+def top_neurons(values: torch.Tensor, positions: torch.Tensor, channels: Sequence[int], top_k: int) -> list[Neuron]:
     """Per channel, the k images where it is strongest, each at its strongest position
     (channel by channel, strongest first)."""
     neurons = []
     for channel in channels:
-        maps = activations[:, channel]
-        flat = maps.flatten(1) if maps.dim() > 1 else maps[:, None]
-        best_value, best_index = flat.max(dim=1)
-        order = best_value.topk(min(top_k, len(best_value))).indices.tolist()
-        for image_index in order:
-            index = int(best_index[image_index])
-            position = tuple(int(v) for v in _unravel(index, maps.shape[1:])) if maps.dim() > 1 else ()
-            neurons.append(Neuron(image_index, channel, position, float(best_value[image_index])))
+        column = values[:, channel]
+        for image_index in column.topk(min(top_k, len(column))).indices.tolist():
+            position = tuple(int(v) for v in positions[image_index, channel])
+            neurons.append(Neuron(image_index, channel, position, float(column[image_index])))
     return neurons
-
-
-def _unravel(index: int, shape: Sequence[int]) -> list[int]:
-    coordinates = []
-    for size in reversed(shape):
-        coordinates.append(index % size)
-        index //= size
-    return list(reversed(coordinates))
 
 
 def project(

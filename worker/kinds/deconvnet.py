@@ -13,13 +13,14 @@ from service.kinds.deconvnet import DeconvnetParams
 from worker.context import ArtifactBlob, JobContext, JobFailed, JobOutput
 from worker.core.deconvnet import (
     Neuron,
-    layer_activations,
+    channel_maxima,
     project,
     receptive_fields,
     strongest_channels,
     top_neurons,
 )
 from worker.core.imaging import denormalize, grid_png, png_bytes, prepare_images
+from worker.core.probe import capture_activation
 from worker.datasets import decode_image
 
 DEFAULT_TOP_CHANNELS = 8
@@ -46,22 +47,32 @@ def run(ctx: JobContext, params: DeconvnetParams) -> JobOutput:
         names = None
         pictures = [decode_image(base64.b64decode(text.split(",", 1)[-1]), f"images[{i}]") for i, text in enumerate(params.images)]
     spec = record["input"]["image"]
-    images = prepare_images(pictures, record["input"], ctx.device)
 
-    ctx.progress(0.05, f"forward pass of {len(images)} images to {params.layer}")
-    activations = layer_activations(model, images, params.layer, params.batch_size, check=ctx.check)
-    spatial = activations.dim() == 4
+    def batches():
+        for start in range(0, len(pictures), params.batch_size):
+            yield prepare_images(pictures[start : start + params.batch_size], record["input"], ctx.device)
+
+    ctx.progress(0.05, f"forward pass of {len(pictures)} images to {params.layer}")
+    values, positions = channel_maxima(model, batches(), params.layer, check=ctx.check)
     if params.position is not None:
-        channel, (y, x) = params.channels[0], params.position
-        value = float(activations[0, channel, y, x]) if spatial else float(activations[0, channel])
-        neurons = [Neuron(0, channel, (y, x) if spatial else (), value)]
+        channel, position = params.channels[0], tuple(params.position)
+        first = prepare_images(pictures[:1], record["input"], ctx.device)
+        with torch.no_grad():
+            value = float(capture_activation(model, first, params.layer)[(0, channel, *position)])
+        neurons = [Neuron(0, channel, position, value)]
         channels = [channel]
     else:
-        channels = params.channels or strongest_channels(activations, params.top_channels or DEFAULT_TOP_CHANNELS)
-        neurons = top_neurons(activations, channels, params.top_k)
-    per_channel_max = {c: float(activations[:, c].max()) for c in channels}
+        channels = params.channels or strongest_channels(values, params.top_channels or DEFAULT_TOP_CHANNELS)
+        neurons = top_neurons(values, positions, channels, params.top_k)
+    per_channel_max = {c: float(values[:, c].max()) for c in channels}
     dead = [c for c in channels if per_channel_max[c] <= 0.0]
     live = [n for n in neurons if n.channel not in dead]
+
+    # Only the images the kept neurons live in are needed from here on.
+    used = sorted({n.image_index for n in live}) or [0]
+    row_of = {image_index: row for row, image_index in enumerate(used)}
+    images = prepare_images([pictures[i] for i in used], record["input"], ctx.device)
+    local = [Neuron(row_of[n.image_index], n.channel, n.position, n.activation) for n in live]
 
     ctx.progress(0.3, f"projecting {len(live)} neurons ({params.method})")
     total = max(1, len(live))
@@ -72,7 +83,7 @@ def run(ctx: JobContext, params: DeconvnetParams) -> JobOutput:
         done += params.batch_size
         ctx.progress(0.3 + 0.5 * min(1.0, done / total), f"projected {min(done, total)} of {total} neurons")
 
-    projections = project(model, images, params.layer, live, params.method, params.batch_size, check=check_and_report)
+    projections = project(model, images, params.layer, local, params.method, params.batch_size, check=check_and_report)
     ctx.progress(0.85, "receptive fields and figures")
     boxes = receptive_fields(model, images[:1], params.layer, [n.position for n in live], batch_size=params.batch_size)
 
@@ -90,12 +101,14 @@ def run(ctx: JobContext, params: DeconvnetParams) -> JobOutput:
             }
         )
     reconstructions = projections.float().cpu().numpy()
-    originals = denormalize(images, spec).clamp(0, 1).cpu().numpy()
+    originals = denormalize(images, spec).clamp(0, 1).cpu().numpy()  # rows as in `used`
     display = [_for_display(p) for p in reconstructions]
     artifacts = [ArtifactBlob("reconstructions.npy", "application/octet-stream", _npy(reconstructions))]
     for index, picture in enumerate(display):
         artifacts.append(ArtifactBlob(f"projection-{index:03d}.png", "image/png", png_bytes(_crop(picture, items[index], params.crop))))
-    artifacts.append(ArtifactBlob("grid.png", "image/png", _figure(items, display, originals, channels, dead, params)))
+    artifacts.append(
+        ArtifactBlob("grid.png", "image/png", _figure(items, display, originals, row_of, channels, dead, params))
+    )
     result = {
         "model": ctx.model,
         "layer": params.layer,
@@ -117,7 +130,7 @@ def run(ctx: JobContext, params: DeconvnetParams) -> JobOutput:
         "display": DISPLAY,
         "figure": "grid.png: one row per channel, the projections on the left and the matching image "
         "patches on the right" + (", cropped to each neuron's receptive field" if params.crop else ""),
-        "images": len(images),
+        "images": len(pictures),
         "params": params.model_dump(mode="json", exclude={"images"}),
     }
     artifacts.append(ArtifactBlob("result.json", "application/json", json.dumps(result, indent=1).encode()))
@@ -145,14 +158,14 @@ def _crop(picture: np.ndarray, item: dict, crop: bool) -> np.ndarray:
     return picture[:, y0:y1, x0:x1]
 
 
-def _figure(items, display, originals, channels, dead, params) -> bytes:
+def _figure(items, display, originals, row_of, channels, dead, params) -> bytes:
     rows, labels = [], []
     for channel in channels:
         if channel in dead:
             continue
         mine = [(item, display[item["index"]]) for item in items if item["channel"] == channel]
         projections = [_crop(picture, item, params.crop) for item, picture in mine]
-        patches = [_crop(originals[item["image_index"]], item, params.crop) for item, _ in mine]
+        patches = [_crop(originals[row_of[item["image_index"]]], item, params.crop) for item, _ in mine]
         rows.append([*projections, None, *patches])
         labels.append(f"ch {channel}")
     if not rows:
