@@ -51,7 +51,13 @@ class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: str = Field(description="The job kind; `GET /v1/kinds` lists them with their params.")
-    model: str = Field(min_length=1, max_length=200, description="The model id.")
+    model: str = Field(
+        min_length=1,
+        max_length=200,
+        description="A model id from GET /v1/models (`shapes-cnn`, an upload's name), or a torchvision "
+        "architecture `torchvision/<name>` with `?weights=default` (pretrained, the default) or "
+        "`?weights=random&seed=N`, e.g. `torchvision/vgg16?weights=random&seed=0`.",
+    )
     params: dict[str, Any] = Field(
         default_factory=dict, description="Kind-specific parameters, validated by the kind."
     )

@@ -286,3 +286,34 @@ def test_jobs_naming_an_unknown_layer_or_unit_get_a_422_listing_the_valid_choice
     assert accepted.status_code == 202
     done = models_stack.wait_status(client, accepted.json()["id"], {"succeeded", "failed"})
     assert done["status"] == "succeeded" and done["result"]["summary"]["model_status"] == "ready"
+
+
+def test_a_tabular_upload_names_its_features_and_gets_its_layers(models_stack):
+    from worker.models.retail import RETAIL_FEATURES
+    from worker.models.tabular import TabularMLP, encoded_width
+
+    client = models_stack.client()
+    model = TabularMLP(encoded_width(RETAIL_FEATURES), 1, (8,))
+    body = json.dumps(
+        {
+            "name": "my-retail",
+            "kind": "tabular",
+            "format": "safetensors",
+            "architecture": "tabular-mlp",
+            "input": {"tabular": {"features": RETAIL_FEATURES}},
+        }
+    )
+    response = upload(client, "my-retail", save_safetensors(model.state_dict()), body, "w.safetensors")
+    assert response.status_code == 202, response.text
+    done = models_stack.wait_status(client, response.json()["inspection_job"], {"succeeded", "failed"})
+    assert done["status"] == "succeeded", done["error"]
+    record = client.get("/v1/models/my-retail").json()
+    assert [(l["name"], l["output_shape"]) for l in record["layers"]] == [
+        ("hidden1", [8]), ("act1", [8]), ("out", [1]),
+    ]  # fmt: skip
+    categorical_without_categories = json.loads(body)
+    categorical_without_categories["input"]["tabular"]["features"][0].pop("categories")
+    problem = assert_problem(
+        upload(client, "bad-retail", b"x", json.dumps({**categorical_without_categories, "name": "bad-retail"})), 422
+    )
+    assert "categories" in problem["detail"]
