@@ -10,6 +10,7 @@ Layout (all keys under the namespace `ns`):
   ns:tenant:{t}:jobs       sorted set, all scores 0: the tenant's job ids, in id (= time) order
   ns:tenant:{t}:waiting    list: jobs over the tenant's concurrency limit, not yet on RQ
   ns:tenant:{t}:active     set: jobs handed to RQ (queued there or running)
+  ns:tenants               set: every tenant that ever created a job
   ns:tenants-waiting       set: tenants whose waiting list is not empty
   ns:running               sorted set: running job ids by start time (for the reaper)
   ns:workers               sorted set: worker names by last heartbeat time
@@ -73,6 +74,10 @@ class Keys:
 
     def tenant_active(self, tenant: str) -> str:
         return f"{self.ns}:tenant:{tenant}:active"
+
+    @property
+    def tenants(self) -> str:
+        return f"{self.ns}:tenants"
 
     @property
     def tenants_waiting(self) -> str:
@@ -175,7 +180,7 @@ class OwnershipLost(Exception):
 
 
 _CREATE = """
-local job_key, tenant_jobs, waiting, tenants_waiting, idem_key, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local job_key, tenant_jobs, waiting, tenants_waiting, idem_key, stats, tenants = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local job_id, has_idem, fingerprint, idem_ttl, tenant, job_prefix, stat_field = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 if has_idem == '1' then
   local existing = redis.call('GET', idem_key)
@@ -193,6 +198,7 @@ end
 redis.call('ZADD', tenant_jobs, 0, job_id)
 redis.call('RPUSH', waiting, job_id)
 redis.call('SADD', tenants_waiting, tenant)
+redis.call('SADD', tenants, tenant)
 redis.call('HINCRBY', stats, stat_field, 1)
 return {'created', job_id, fingerprint}
 """
@@ -562,6 +568,7 @@ class JobStore:
             self.keys.tenants_waiting,
             self.keys.idempotency(tenant, idempotency_key or ""),
             self.keys.job_stats,
+            self.keys.tenants,
         ]
         args: list[Any] = [
             job_id,
@@ -646,7 +653,8 @@ class JobStore:
         enqueued = 0
         for tenant in [_text(t) for t in self.redis.smembers(self.keys.tenants_waiting)]:
             enqueued += len(self.admit(tenant))
-        for key in self.redis.scan_iter(match=self.keys.tenant_active("*"), count=500):
+        for tenant in [_text(t) for t in self.redis.smembers(self.keys.tenants)]:
+            key = self.keys.tenant_active(tenant)
             for job_id in [_text(i) for i in self.redis.smembers(key)]:
                 record = self.record(job_id)
                 if record is None:

@@ -111,3 +111,20 @@ def test_redis_down_gives_503_with_retry_after_and_the_service_recovers_by_itsel
         assert httpx.get(f"{stack.base_url}/readyz").status_code == 200
     finally:
         server.stop()
+
+
+def test_a_job_admitted_but_never_handed_to_rq_is_enqueued_again(make_stack):
+    """A crash between admission and the RQ push must not lose the job."""
+    from service.jobs import JobStore
+
+    stack = make_stack(workers=1)
+    crashed = JobStore(stack.redis, stack.settings)
+    crashed.enqueue = lambda job_id: None  # the process "dies" right after admitting
+    outcome = crashed.create(
+        "alice", kind="test-lifecycle", model="test-model", params={"steps": 1, "step_seconds": 0.0,
+        "outcome": "succeed", "artifact_bytes": 8}, metadata={}, timeout_seconds=60,
+    )  # fmt: skip
+    client = stack.client()
+    assert client.get(f"/v1/jobs/{outcome.job_id}").json()["status"] == "queued"
+    final = stack.wait_status(client, outcome.job_id, {"succeeded", "failed"}, timeout=30)
+    assert final["status"] == "succeeded"
