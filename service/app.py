@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from service.api import catalog, health, jobs
+from service.api.web import mount_web
 from service.auth import add_bearer_security
 from service.blobs import BlobStore
 from service.jobs import AsyncJobReader, JobStore
@@ -22,6 +23,7 @@ from service.metrics import JobStatsCollector, RequestMetrics, RequestMetricsMid
 from service.model_catalog import ModelCatalog
 from service.problems import install_problem_handlers
 from service.settings import Settings
+from service.webhooks import WebhookSender
 
 log = logging.getLogger("glassbox.api")
 
@@ -63,6 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         reaper = asyncio.create_task(run_reaper(app.state.store, settings.reaper_interval_seconds))
         job_events = asyncio.create_task(app.state.reader.run())
+        sender = WebhookSender(app.state.redis, settings) if settings.webhook_secret else None
+        if sender is not None:
+            sender.start()
         if not settings.auth_enabled:
             log.warning("GLASSBOX_API_KEYS is empty: the API is open, every caller is tenant 'local'")
         try:
@@ -70,6 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             reaper.cancel()
             job_events.cancel()
+            if sender is not None:
+                sender.stop()
             await app.state.async_redis.aclose()
             app.state.redis.close()
 
@@ -104,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(health.router)
     app.include_router(catalog.router)
+    mount_web(app)
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_request_bytes=settings.max_request_bytes,

@@ -48,6 +48,7 @@ from service.jobspec import (
     Progress,
 )
 from service.settings import Settings
+from service.webhooks import WebhookOutbox
 
 RUN_JOB_FUNCTION = "worker.tasks.run_job"
 # RQ's own timeout is a backstop behind the cooperative one checked between steps.
@@ -349,6 +350,7 @@ def record_to_job(job_id: str, record: dict[str, str]) -> Job:
         cancel_requested=record.get("cancel_requested") == "1" and not status.is_terminal,
         error=JobError.model_validate(error) if error else None,
         result=JobResult.model_validate(result) if result else None,
+        webhook=json.loads(record["webhook"]) if record.get("webhook") else None,
     )
 
 
@@ -455,6 +457,7 @@ class JobStore:
         self._finish = connection.register_script(_FINISH)
         self._cancel = connection.register_script(_CANCEL)
         self._delete = connection.register_script(_DELETE)
+        self.webhooks = WebhookOutbox(connection, settings)
 
     # ---- reads -------------------------------------------------------------------------
 
@@ -545,6 +548,7 @@ class JobStore:
         timeout_seconds: int,
         idempotency_key: str | None = None,
         fingerprint: str = "",
+        webhook: dict[str, Any] | None = None,
     ) -> CreateOutcome:
         now = time.time()
         job_id = new_job_id(now)
@@ -561,6 +565,8 @@ class JobStore:
             "attempts": "0",
             "timeout_seconds": str(timeout_seconds),
         }
+        if webhook is not None:
+            fields["webhook"] = json.dumps(webhook)
         keys = [
             self.keys.job(job_id),
             self.keys.tenant_jobs(tenant),
@@ -605,9 +611,11 @@ class JobStore:
                 args=[job_id, repr(time.time()), self.settings.result_ttl_seconds, f"{job.kind}|canceled", self.keys.events(job_id)],
             )
         )
+        after = self.get(tenant, job_id)
         if outcome == CancelOutcome.CANCELED:
             self.admit(tenant)
-        return outcome, self.get(tenant, job_id)
+            self._notify(tenant, after)
+        return outcome, after
 
     def delete(self, tenant: str, job_id: str) -> str:
         """'deleted', 'missing', or the unfinished status that prevents it."""
@@ -673,7 +681,18 @@ class JobStore:
             keys=[self.keys.job(job_id), self.keys.running],
             args=[job_id, worker, repr(time.time()), self.keys.events(job_id)],
         )
-        return _text(outcome) == "started"
+        if _text(outcome) != "started":
+            return False
+        if self.redis.hexists(self.keys.job(job_id), "webhook"):
+            record = self.record(job_id)
+            if record is not None:
+                self._notify(record["tenant"], record_to_job(job_id, record))
+        return True
+
+    def _notify(self, tenant: str, job: Job | None) -> None:
+        """Queue the job's webhook delivery for its new status, if it asked for one."""
+        if job is not None and job.webhook is not None:
+            self.webhooks.queue(tenant, job.webhook.model_dump(), job.status.value, job.model_dump(mode="json"))
 
     def report_progress(self, job_id: str, worker: str, fraction: float, message: str) -> bool:
         """Store progress; returns whether cancel was requested. Raises OwnershipLost."""
@@ -752,6 +771,8 @@ class JobStore:
             if record.get("started_at"):
                 self._observe_duration(record["kind"], time.time() - float(record["started_at"]))
             self.admit(tenant)
+            if record.get("webhook"):
+                self._notify(tenant, self.get(tenant, job_id))
         return outcome
 
     def _observe_duration(self, kind: str, seconds: float) -> None:

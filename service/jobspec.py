@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,6 +47,20 @@ class JobKind(BaseModel):
     check: Callable[[Any, dict[str, Any]], None] | None = None
 
 
+WebhookEvent = Literal["running", "succeeded", "failed", "canceled"]
+
+
+class WebhookSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=8, max_length=2048, pattern=r"^https?://", description="Where to POST.")
+    events: list[WebhookEvent] = Field(
+        default_factory=lambda: ["succeeded", "failed", "canceled"],
+        min_length=1,
+        description="Statuses to be told about.",
+    )
+
+
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -69,6 +83,12 @@ class JobCreate(BaseModel):
         ge=1,
         description="Ask for a shorter time limit than the service's "
         "`GLASSBOX_JOB_TIMEOUT_SECONDS` (a longer one is refused).",
+    )
+    webhook: WebhookSpec | None = Field(
+        default=None,
+        description="POST the job to `url` when it reaches one of `events`, signed the Standard "
+        "Webhooks way (headers webhook-id, webhook-timestamp, webhook-signature: v1,<base64 "
+        "HMAC-SHA256 of `id.timestamp.body`> with your GET /v1/webhook-secret); retried with backoff.",
     )
 
 
@@ -118,6 +138,7 @@ class Job(BaseModel):
     cancel_requested: bool = False
     error: JobError | None = None
     result: JobResult | None = None
+    webhook: WebhookSpec | None = None
 
 
 class JobPage(BaseModel):

@@ -88,6 +88,22 @@ class Settings(BaseSettings):
         description="Memory a worker keeps loaded models in (parameters and buffers), least "
         "recently used evicted first.",
     )
+    webhook_secret: str = Field(
+        default="",
+        description="Master secret of webhook signatures (each tenant's signing secret is derived "
+        "from it; GET /v1/webhook-secret shows a tenant its own). Empty: webhooks are off.",
+    )
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated hosts webhooks may call (`hooks.example.com`, `*.example.com`, "
+        "`10.0.0.5`). Empty: any host whose addresses are all public; internal addresses are only "
+        "reached when listed here.",
+    )
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50, description="Tries of one delivery.")
+    webhook_retry_base_seconds: float = Field(
+        default=2.0, gt=0, description="Backoff before the second try; doubles with each try."
+    )
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, description="Time a receiver has to answer.")
     plugins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated Python modules that add job kinds and models (see "
@@ -116,7 +132,7 @@ class Settings(BaseSettings):
             keys[key.strip()] = tenant.strip()
         return keys
 
-    @field_validator("plugins", mode="before")
+    @field_validator("plugins", "webhook_allowed_hosts", mode="before")
     @classmethod
     def _parse_plugins(cls, value: object) -> object:
         if isinstance(value, str):

@@ -17,6 +17,7 @@ from service.model_refs import ModelRefError, parse_model_ref
 from service.jobspec import Job, JobCreate, JobPage, JobStatus, KindInfo
 from service.problems import ProblemError, invalid, nested_validation_problem
 from service.settings import Settings
+from service.webhooks import WebhookRefused, check_url, tenant_secret
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
@@ -102,6 +103,13 @@ def create_job(
             f"at most {settings.job_timeout_seconds} (GLASSBOX_JOB_TIMEOUT_SECONDS)",
             "limit-exceeded",
         )
+    if body.webhook is not None:
+        if not settings.webhook_secret:
+            raise invalid(["body", "webhook"], "webhooks are not configured on this service (GLASSBOX_WEBHOOK_SECRET)")
+        try:
+            check_url(body.webhook.url, settings)
+        except WebhookRefused as exc:
+            raise invalid(["body", "webhook", "url"], str(exc), "webhook-refused") from exc
     outcome = store.create(
         tenant,
         kind=body.kind,
@@ -111,6 +119,7 @@ def create_job(
         timeout_seconds=timeout,
         idempotency_key=idempotency_key,
         fingerprint=request_fingerprint(body.model_dump(mode="json")),
+        webhook=body.webhook.model_dump() if body.webhook else None,
     )
     if not outcome.fingerprint_matches:
         raise invalid(
@@ -126,6 +135,19 @@ def create_job(
     if not outcome.created:
         response.headers["Idempotent-Replayed"] = "true"
     return job
+
+
+@router.get(
+    "/webhook-secret",
+    summary="Your webhook signing secret",
+    description="Verify a delivery: base64 HMAC-SHA256, keyed with the base64-decoded part after "
+    "`whsec_`, of `{webhook-id}.{webhook-timestamp}.{body}`, compared with the `v1,` signature.",
+    responses=problem_responses(401, 404),
+)
+async def webhook_secret(tenant: Tenant, settings: Annotated[Settings, Depends(get_settings)]) -> dict[str, str]:
+    if not settings.webhook_secret:
+        raise ProblemError(404, "webhooks-off", "Webhooks are not configured on this service.")
+    return {"secret": tenant_secret(settings, tenant)}
 
 
 @router.get(
