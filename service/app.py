@@ -17,10 +17,10 @@ from service.api.web import mount_web
 from service.auth import add_bearer_security
 from service.blobs import BlobStore
 from service.jobs import AsyncJobReader, JobStore
-from service.plugins import load_plugins
 from service.limits import BodySizeLimitMiddleware
 from service.metrics import JobStatsCollector, RequestMetrics, RequestMetricsMiddleware
 from service.model_catalog import ModelCatalog
+from service.plugins import load_plugins
 from service.problems import install_problem_handlers
 from service.settings import Settings
 from service.webhooks import WebhookSender

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 
 from service.problems import ProblemError
 from service.settings import OPEN_MODE_TENANT, Settings
-
 
 
 async def get_settings(request: Request) -> Settings:

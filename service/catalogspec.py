@@ -104,7 +104,7 @@ class ModelManifest(BaseModel):
     description: str = Field(default="", max_length=2000)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ModelManifest":
+    def _consistent(self) -> ModelManifest:
         if self.kind == "image" and self.input.image is None:
             raise ValueError("an image model needs input.image ({size, channels, mean, std})")
         if self.kind == "tabular" and self.input.tabular is None:

@@ -7,9 +7,8 @@ import json
 import os
 import sys
 
-from service.settings import Settings
-
 from service.client import DEFAULT_URL
+from service.settings import Settings
 
 
 def build_parser() -> argparse.ArgumentParser:

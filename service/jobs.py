@@ -369,7 +369,7 @@ class AsyncJobReader:
     arrived meanwhile, so a cached record is never older than the last event delivered.
     """
 
-    def __init__(self, connection: "redis.asyncio.Redis", keys: Keys, max_entries: int = 10_000):
+    def __init__(self, connection: redis.asyncio.Redis, keys: Keys, max_entries: int = 10_000):
         self.redis = connection
         self.keys = keys
         self.max_entries = max_entries

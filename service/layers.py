@@ -29,7 +29,7 @@ def find_layer(record: dict[str, Any], layer: str, loc: list[str | int]) -> dict
     for entry in layers:
         if entry["name"] == layer:
             return entry
-    raise invalid(loc, f"unknown layer {layer!r} of model {record['id']!r}; valid layers: {_listing([l['name'] for l in layers])}", "unknown-layer")
+    raise invalid(loc, f"unknown layer {layer!r} of model {record['id']!r}; valid layers: {_listing([entry['name'] for entry in layers])}", "unknown-layer")
 
 
 def check_units(layer: dict[str, Any], units: list[int], loc: list[str | int]) -> None:

@@ -85,8 +85,10 @@ def test_cache_serves_hits_and_evicts_least_recently_used_under_its_budget():
 def test_the_guard_refuses_any_unpickling_and_forces_weights_only():
     import pickle
 
+    from worker.models.uploaded import PickleRefused
+
     with no_unpickling():
-        with pytest.raises(Exception):
+        with pytest.raises(PickleRefused):
             pickle.loads(pickle.dumps({"a": 1}))
         buffer = io.BytesIO()
         torch.save({"w": torch.ones(2)}, buffer)
@@ -95,7 +97,7 @@ def test_the_guard_refuses_any_unpickling_and_forces_weights_only():
         buffer = io.BytesIO()
         torch.save(nn.Linear(1, 1), buffer)  # a module: needs real unpickling
         buffer.seek(0)
-        with pytest.raises(Exception):
+        with pytest.raises(pickle.UnpicklingError):
             torch.load(buffer, weights_only=False)
     assert pickle.loads(pickle.dumps({"a": 1})) == {"a": 1}  # restored afterwards
 

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.conftest import ALICE, TEST_MODEL, wait_until
+from tests.conftest import TEST_MODEL, wait_until
 from tests.test_jobs_api import assert_problem
 
 

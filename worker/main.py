@@ -15,19 +15,19 @@ from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
 from service.app import redis_options
+from service.blobs import BlobStore
+from service.catalogspec import ModelInfo
 from service.jobs import JobStore
 from service.model_catalog import BUILTIN_SCOPE, ModelCatalog
 from service.plugins import load_plugins
-from service.blobs import BlobStore
-from service.catalogspec import ModelInfo
+from service.settings import Settings
 from worker.datasets import DatasetLoader
+from worker.device import resolve_device
 from worker.models.builtin import BUILTIN_MODELS, builtin_dataset_records
 from worker.models.cache import ModelCache
 from worker.models.loader import ModelLoader
 from worker.models.torchvision_models import catalog_record as torchvision_record
 from worker.models.torchvision_models import classification_architectures
-from service.settings import Settings
-from worker.device import resolve_device
 from worker.runtime import WorkerRuntime, running_with
 
 log = logging.getLogger("glassbox.worker")

@@ -13,8 +13,8 @@ from pydantic import ValidationError
 from service.api.deps import Catalog, Kinds, Store, problem_responses
 from service.auth import Tenant, get_settings
 from service.jobs import CancelOutcome, decode_page_token, record_to_job, request_fingerprint
-from service.model_refs import ModelRefError, parse_model_ref
 from service.jobspec import Job, JobCreate, JobPage, JobStatus, KindInfo
+from service.model_refs import ModelRefError, parse_model_ref
 from service.problems import ProblemError, invalid, nested_validation_problem
 from service.settings import Settings
 from service.webhooks import WebhookRefused, check_url, tenant_secret

@@ -74,7 +74,7 @@ class DeconvnetParams(BaseModel):
         return images
 
     @model_validator(mode="after")
-    def _one_source(self) -> "DeconvnetParams":
+    def _one_source(self) -> DeconvnetParams:
         if (self.dataset is None) == (self.images is None):
             raise ValueError("give exactly one of `dataset` or `images`")
         if self.channels is not None and self.top_channels is not None:
