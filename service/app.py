@@ -14,14 +14,14 @@ from prometheus_client import CollectorRegistry
 
 from service.api import catalog, health, jobs
 from service.api.web import mount_web
-from service.auth import add_bearer_security
+from service.auth import declare_bearer_security
 from service.blobs import BlobStore
 from service.jobs import AsyncJobReader, JobStore
 from service.limits import BodySizeLimitMiddleware
 from service.metrics import JobStatsCollector, RequestMetrics, RequestMetricsMiddleware
 from service.model_catalog import ModelCatalog
 from service.plugins import load_plugins
-from service.problems import install_problem_handlers
+from service.problems import document_problems, install_problem_handlers
 from service.settings import Settings
 from service.webhooks import WebhookSender
 
@@ -107,7 +107,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics_registry = registry
 
     install_problem_handlers(app)
-    add_bearer_security(app)
+    build_openapi = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            document = build_openapi()
+            declare_bearer_security(document)
+            document_problems(document)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi
     app.include_router(jobs.router)
     app.include_router(health.router)
     app.include_router(catalog.router)

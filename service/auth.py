@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, Request
 
 from service.problems import ProblemError
 from service.settings import OPEN_MODE_TENANT, Settings
@@ -40,23 +40,14 @@ async def current_tenant(request: Request) -> str:
 Tenant = Annotated[str, Depends(current_tenant)]
 
 
-def add_bearer_security(app: FastAPI) -> None:
-    """Declare the bearer scheme on every /v1 operation of the OpenAPI document."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        document = build()
-        document.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
-            "type": "http",
-            "scheme": "bearer",
-            "description": "`Authorization: Bearer <api key>` (unless the service runs in open mode)",
-        }
-        for path, operations in document.get("paths", {}).items():
-            if path.startswith("/v1/"):
-                for operation in operations.values():
-                    operation["security"] = [{"bearer": []}]
-        return document
-
-    app.openapi = openapi
+def declare_bearer_security(document: dict[str, Any]) -> None:
+    """Declare the bearer scheme on every /v1 operation of an OpenAPI document."""
+    document.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "`Authorization: Bearer <api key>` (unless the service runs in open mode)",
+    }
+    for path, operations in document.get("paths", {}).items():
+        if path.startswith("/v1/"):
+            for operation in operations.values():
+                operation["security"] = [{"bearer": []}]

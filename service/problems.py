@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://glassbox.dev/problems/"
@@ -101,6 +102,44 @@ def _clean_errors(errors: Any) -> list[dict[str, Any]]:
     return cleaned
 
 
+def allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        for method in getattr(route, "methods", None) or ():
+            if route.matches({**request.scope, "method": method})[0] == Match.FULL:
+                methods.add(method)
+    return sorted(methods)
+
+
+def document_problems(document: dict[str, Any]) -> None:
+    """Make the OpenAPI document say what the service does: every error response is
+    problem+json, and every operation may answer 422 (validation), 401 (/v1, with keys), 503
+    (Redis unavailable) besides what it declares."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    problem_ref = {"$ref": "#/components/schemas/Problem"}
+    generic = {
+        "401": "Missing or invalid API key",
+        "422": "Validation failed; `errors` names each field",
+        "503": "Redis is unavailable; retry after `Retry-After` seconds",
+    }
+    for path, operations in document.get("paths", {}).items():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            if "requestBody" in operation:
+                responses.setdefault("400", {"description": "The body cannot be parsed"})
+            for code, description in generic.items():
+                if code == "401" and not path.startswith("/v1/"):
+                    continue
+                if path in ("/livez", "/metrics", "/openapi.json") and code != "503":
+                    continue
+                responses.setdefault(code, {"description": description})
+            for code, response in responses.items():
+                if code.isdigit() and int(code) >= 400:
+                    response["content"] = {PROBLEM_CONTENT_TYPE: {"schema": problem_ref}}
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
@@ -113,12 +152,16 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem_response(422, "validation-error", "Request validation failed", detail, errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         slug = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(exc.status_code, "http-error")
         detail = exc.detail if isinstance(exc.detail, str) else ""
-        return problem_response(
-            exc.status_code, slug, HTTPStatus(exc.status_code).phrase, detail, headers=getattr(exc, "headers", None)
-        )
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Starlette names only the first matching route's methods; a path served by several
+            # routes (GET and POST /v1/jobs) allows all of theirs.
+            headers["Allow"] = ", ".join(allowed_methods(request))
+            detail = detail or f"Allowed: {headers['Allow']}"
+        return problem_response(exc.status_code, slug, HTTPStatus(exc.status_code).phrase, detail, headers=headers)
 
     @app.exception_handler(redis.exceptions.ConnectionError)
     @app.exception_handler(redis.exceptions.TimeoutError)
