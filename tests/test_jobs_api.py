@@ -299,7 +299,9 @@ def test_errors_are_problem_documents(stack):
     assert_problem(client.get("/v1/jobs", params={"page_token": "garbage"}), 422)
     assert_problem(client.get("/v1/jobs", params={"status": "sleeping"}), 422)
     assert_problem(client.get("/v1/nothing-here"), 404)
-    assert_problem(client.put("/v1/jobs"), 405)
+    wrong_method = client.put("/v1/jobs")
+    assert_problem(wrong_method, 405)
+    assert wrong_method.headers["Allow"] == "GET, POST"  # both routes of the path
 
 
 def test_listing_is_newest_first_and_pages_without_duplicates_or_gaps_under_concurrent_creates(make_stack):
