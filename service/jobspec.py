@@ -6,12 +6,13 @@ worker reads the same records and validates `params` with the same per-kind mode
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class JobStatus(StrEnum):
@@ -61,6 +62,17 @@ class WebhookSpec(BaseModel):
     )
 
 
+def _reject_non_finite(value: Any, path: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{path} is {value}: numbers must be finite")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _reject_non_finite(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _reject_non_finite(item, f"{path}[{index}]")
+
+
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -84,6 +96,13 @@ class JobCreate(BaseModel):
         description="Ask for a shorter time limit than the service's "
         "`GLASSBOX_JOB_TIMEOUT_SECONDS` (a longer one is refused).",
     )
+    @field_validator("params", "metadata")
+    @classmethod
+    def _finite(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # JSON has no NaN or infinity; Python's parser accepts them, so they are refused here.
+        _reject_non_finite(value, info.field_name)
+        return value
+
     webhook: WebhookSpec | None = Field(
         default=None,
         description="POST the job to `url` when it reaches one of `events`, signed the Standard "

@@ -409,3 +409,21 @@ def test_changes_made_through_another_api_replica_are_seen_at_once(make_stack):
     assert seen
     other_replica.delete("alice", job_id)
     wait_until(lambda: client.get(f"/v1/jobs/{job_id}").status_code == 404, timeout=0.5, what="the delete")
+
+
+def test_hostile_bodies_get_a_4xx_and_leave_nothing_behind(stack):
+    client = stack.client()
+    before = stack.redis.zcard(f"{stack.namespace}:tenant:alice:jobs")
+    headers = {"content-type": "application/json"}
+    for literal in (b"NaN", b"Infinity", b"-Infinity", b"1e999"):
+        body = b'{"kind": "test-lifecycle", "model": "test-model", "metadata": {"x": [1, ' + literal + b"]}}"
+        problem = assert_problem(client.post("/v1/jobs", content=body, headers=headers), 422)
+        assert "metadata.x[1]" in problem["detail"] and "finite" in problem["detail"]
+    deep = b'{"kind": "test-lifecycle", "model": "test-model", "metadata": {"a": ' + b"[" * 50000 + b"]" * 50000 + b"}}"
+    response = client.post("/v1/jobs", content=deep, headers=headers)
+    assert 400 <= response.status_code < 500 and response.headers["content-type"].startswith(PROBLEM)
+    huge = {"kind": "test-lifecycle", "model": "test-model", "params": {"steps": 10**12}}
+    assert "100000" in assert_problem(client.post("/v1/jobs", json=huge), 422)["detail"]
+    weird = client.post("/v1/jobs", json={"kind": "te\u0000st\u202e", "model": "test-model"})
+    assert assert_problem(weird, 422)["errors"][0]["loc"] == ["body", "kind"]
+    assert stack.redis.zcard(f"{stack.namespace}:tenant:alice:jobs") == before

@@ -1176,6 +1176,8 @@ function sparkline(values) {
   const lo = Math.min(...finite);
   const hi = Math.max(...finite);
   const span = hi - lo || 1;
+  let last = finite[0];
+  values = values.map((v) => (Number.isFinite(v) ? (last = v) : last)); // gaps (non-finite steps) hold the last value
   const points = values.map((v, i) => `${((i / (values.length - 1)) * width).toFixed(1)},${(height - 2 - ((v - lo) / span) * (height - 4)).toFixed(1)}`).join(" ");
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
@@ -1210,28 +1212,38 @@ function activationMaximizationView(root, job, doc, artifacts, signal, shown) {
   const named = (item) => [item.file, item.png, item.artifact, item.image, item.name].find((v) => typeof v === "string" && artifacts.has(v));
   const spare = pngs(artifacts, new Set(["grid.png", ...images.map(named).filter(Boolean)])).filter((a) => !/snapshot|summary|history/i.test(a.name));
   let next = 0;
-  const known = new Set(["index", "unit", "label", "activation", "dataset_max", "ratio_to_dataset_max", "file", "png", "artifact", "image", "name"]);
+  // Shown by name below, or not worth a line on a card.
+  const known = new Set(["index", "unit", "label", "activation", "robust_activation", "dataset_max", "dataset_max_image",
+    "ratio_to_dataset_max", "is_top_unit", "dead", "copy", "top_label", "file", "png", "artifact", "image", "name"]);
+  const copies = new Set(images.map((item) => item.copy ?? 0)).size > 1;
   const cards = images.map((item, i) => {
     const name = named(item) || spare[next++]?.name;
     const artifact = name ? artifacts.get(name) : null;
     if (artifact) shown.add(artifact.name);
     const unit = item.label !== undefined && item.label !== null ? `${item.unit} (${item.label})` : item.unit;
     const pairs = [
-      ["unit", unit === undefined ? undefined : String(unit), "unit"],
+      ["unit", unit === undefined || unit === null ? undefined : String(unit), "unit"],
+      ["copy", copies ? String(item.copy) : undefined, "copy"],
       ["activation", item.activation, "activation"],
-      ["dataset max", item.dataset_max, "dataset_max"],
-      ["ratio to dataset max", item.ratio_to_dataset_max, "ratio_to_dataset_max"],
+      ["robust activation", item.robust_activation ?? undefined, "robust_activation"],
+      ["dataset max", item.dataset_max ?? undefined, "dataset_max"],
+      ["ratio to dataset max", item.ratio_to_dataset_max ?? undefined, "ratio_to_dataset_max"],
+      ["top unit", typeof item.is_top_unit === "boolean" ? (item.is_top_unit ? "yes" : `no (${item.top_label ?? item.top_unit ?? "?"})`) : undefined, "is_top_unit"],
+      ["dead", item.dead ? "yes: the objective never moved" : undefined, "dead"],
     ];
     let history = null;
     for (const [key, value] of Object.entries(item)) {
-      if (known.has(key)) continue;
-      if (Array.isArray(value) && value.length > 1 && value.every((v) => typeof v === "number") && /histor|curve|trace/i.test(key)) history = history || value;
-      else if (typeof value === "number" || typeof value === "boolean" || (typeof value === "string" && value.length < 40)) pairs.push([key.replaceAll("_", " "), typeof value === "boolean" ? String(value) : value, key]);
+      if (known.has(key) || value === null) continue;
+      if (Array.isArray(value) && value.length > 1 && value.every((v) => v === null || typeof v === "number") && /histor|curve|trace/i.test(key)) history = history || value;
+      else if (key !== "top_unit" && (typeof value === "number" || typeof value === "boolean" || (typeof value === "string" && value.length < 40))) {
+        pairs.push([key.replaceAll("_", " "), typeof value === "boolean" ? String(value) : value, key]);
+      }
     }
     return h("article", { class: "item-card large", dataset: { index: item.index ?? i } },
       artifact ? artifactImage(artifact, `image ${i}`, signal) : h("div", { class: "img-missing" }, "no image"),
       numbers(pairs),
-      history ? sparkline(history) : null);
+      history ? sparkline(history) : null,
+      item.dataset_max_image ? h("div", { class: "card-caption", title: "where the dataset's strongest activation is" }, `dataset max at ${item.dataset_max_image}`) : null);
   });
   root.append(section("Images", h("div", { class: "cards" }, cards)));
   const rest = gallery(artifacts, signal, shown);

@@ -1,0 +1,494 @@
+"""The web page at `/`, driven in headless Chromium against a real API and worker.
+
+Debian's chromium (/usr/bin/chromium, installed by CI) through Playwright's Python package; no
+downloaded browser. Authentication is on, so every test starts at the page's key prompt. Each
+job kind's test takes a full-page screenshot into test-artifacts/ (git-ignored), kept as an
+artifact of the run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.plugins import load_plugins
+from service.settings import Settings
+from tests.conftest import ALICE, REPO, TEST_KINDS_PLUGIN, Stack
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+KEY_MISSING = "Send `Authorization: Bearer <api key>`."
+KEY_INVALID = "The API key is not valid."
+# Job kinds being integrated: loaded as plugins here while they are not built in yet, and only
+# when the worker side exists.
+OPTIONAL_KINDS = {
+    "tabular_attribution": ("service.kinds.tabular_attribution", "worker.kinds.tabular_attribution"),
+    "activation_maximization": ("service.kinds.activation_maximization", "worker.kinds.activation_maximization"),
+}
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (CI installs it: apt-get install chromium)"
+)
+
+
+def until(page, expression: str, timeout: float = 20) -> None:
+    """Wait until a JavaScript expression is true (as a function: the page's CSP forbids eval)."""
+    page.wait_for_function(f"() => ({expression})", timeout=timeout * 1000)
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _runnable(kind: str) -> bool:
+    service_module, worker_module = OPTIONAL_KINDS[kind]
+    return _module_exists(service_module) and _module_exists(worker_module)
+
+
+@pytest.fixture(scope="module")
+def web_stack(redis_url, tmp_path_factory) -> Iterator[Stack]:
+    built_in = set(load_plugins(Settings(plugins=[])).kinds)
+    plugins = [TEST_KINDS_PLUGIN]
+    for kind, (service_module, _) in OPTIONAL_KINDS.items():
+        if kind not in built_in and _runnable(kind):
+            plugins.append(service_module)
+    stack = Stack(redis_url, tmp_path_factory.mktemp("logs"), plugins=",".join(plugins))
+    stack.start_api()
+    stack.start_worker()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+class Tab:
+    """One browser tab on the page, with what it sent and what went wrong in it."""
+
+    def __init__(self, page, stack: Stack):
+        self.page = page
+        self.stack = stack
+        self.urls: list[str] = []
+        self.event_stream_headers: list[dict[str, str]] = []
+        self.errors: list[str] = []
+        page.on("request", self._request)
+        page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
+        page.on("console", self._console)
+
+    def _console(self, message) -> None:
+        # Chromium logs every 4xx answer (the 401 that opens the key prompt, a refused job);
+        # anything else on the error console (a CSP violation, a script error) is a failure.
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            self.errors.append(f"console: {message.text}")
+
+    def _request(self, request) -> None:
+        self.urls.append(request.url)
+        if request.url.endswith("/events"):
+            self.event_stream_headers.append(request.headers)
+
+    def open(self, key: str = ALICE, wrong_key_first: bool = False) -> None:
+        page = self.page
+        page.goto(self.stack.base_url + "/")
+        page.wait_for_selector("#key-dialog[open]")
+        assert page.text_content("#key-reason") == KEY_MISSING
+        if wrong_key_first:
+            page.fill("#key-input", "not-a-key")
+            page.press("#key-input", "Enter")
+            until(page, f"document.querySelector('#key-reason').textContent === {json.dumps(KEY_INVALID)}")
+            assert page.is_visible("#key-dialog")
+        page.fill("#key-input", key)
+        page.press("#key-input", "Enter")
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        self.page.wait_for_selector("body[data-ready=true]")
+        self.page.wait_for_selector("#model-select option", state="attached")
+
+    def choose_model(self, model_id: str) -> None:
+        self.page.select_option("#model-select", model_id)
+        until(self.page, f"document.body.dataset.model === {json.dumps(model_id)}")
+
+    def choose_kind(self, kind: str) -> None:
+        self.page.select_option("#kind-select", kind)
+
+    def param(self, name: str, value: str) -> None:
+        locator = self.page.locator(f'.param-field[data-param="{name}"] :is(input, select)')
+        if locator.evaluate("el => el.tagName") == "SELECT":
+            locator.select_option(value)
+        else:
+            locator.fill(value)
+
+    def submit(self) -> str:
+        self.page.click("#submit-job")
+        until(self.page, "document.querySelector('#job-id').textContent.length > 0")
+        return self.page.text_content("#job-id")
+
+    def wait_status(self, status: str, timeout: float = 60) -> None:
+        """Wait until the job shown ends (or reaches `status`), and say why if it ended otherwise."""
+        ends = ", ".join(f"#job-status[data-status={s}]" for s in {status, "succeeded", "failed", "canceled"})
+        self.page.wait_for_selector(ends, timeout=timeout * 1000)
+        shown = self.page.get_attribute("#job-status", "data-status")
+        if shown != status:
+            self.screenshot("failure")
+            problem = self.page.text_content("#job-problem") or ""
+            raise AssertionError(f"job {self.page.text_content('#job-id')} is {shown}, not {status}: {problem}")
+
+    def wait_images_loaded(self, selector: str) -> int:
+        """Wait until every image matched has loaded (naturalWidth > 0); returns how many."""
+        self.page.wait_for_function(
+            f"""() => {{
+                const images = [...document.querySelectorAll({json.dumps(selector)})];
+                return images.length > 0 && images.every((i) => i.complete && i.naturalWidth > 0);
+            }}""",
+            timeout=30_000,
+        )
+        return self.page.locator(selector).count()
+
+    def screenshot(self, name: str) -> Path:
+        ARTIFACTS.mkdir(exist_ok=True)
+        path = ARTIFACTS / f"web-{name}.png"
+        self.page.wait_for_timeout(300)  # let the progress bar's transition end
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def assert_key_kept_out_of_urls(self) -> None:
+        assert self.urls and not [u for u in self.urls if ALICE in u]
+
+
+@pytest.fixture
+def tab(browser, web_stack) -> Iterator[Tab]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    opened = Tab(page, web_stack)
+    yield opened
+    context.close()
+    assert not opened.errors, opened.errors
+
+
+def job_and_result(stack: Stack, job_id: str) -> tuple[dict, dict]:
+    with stack.client() as client:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        result = client.get(f"/v1/jobs/{job_id}/artifacts/result.json").json()
+    return job, result
+
+
+def shown_number(text: str) -> float:
+    return float(text.strip())
+
+
+def test_the_page_is_served_with_its_files_outside_the_api_document(web_stack):
+    index = httpx.get(web_stack.base_url + "/")
+    assert index.status_code == 200 and index.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in index.headers["content-security-policy"]
+    for name, media in (("app.js", "javascript"), ("app.css", "text/css")):
+        response = httpx.get(f"{web_stack.base_url}/static/{name}")
+        assert response.status_code == 200 and media in response.headers["content-type"]
+    assert httpx.get(web_stack.base_url + "/static/nothing.js").status_code == 404
+    paths = httpx.get(web_stack.base_url + "/openapi.json").json()["paths"]
+    assert "/" not in paths and not any(p.startswith("/static") for p in paths)
+
+
+def test_deconvnet_from_key_prompt_through_progress_to_the_result(tab, web_stack):
+    tab.open(wrong_key_first=True)
+    page = tab.page
+    assert page.evaluate("sessionStorage.getItem('glassbox.apiKey')") == ALICE
+    tab.choose_model("shapes-cnn")
+    page.click('#layer-table tr[data-layer="features.6"]')
+    assert page.input_value('.param-field[data-param="layer"] input') == "features.6"
+    assert page.input_value('.param-field[data-param="dataset"] input') == "shapes-val"
+    assert page.input_value('.param-field[data-param="top_k"] input') == "9"  # the schema's default
+    tab.param("top_channels", "3")
+    tab.param("top_k", "4")
+    job_id = tab.submit()
+    tab.wait_status("succeeded")
+
+    # Progress came through the event stream, read with the key in a header, never in a URL.
+    assert page.get_attribute("#job-progress", "data-fraction") == "1"
+    assert page.text_content("#progress-message").startswith("100%")
+    assert tab.event_stream_headers and all(h.get("authorization") == f"Bearer {ALICE}" for h in tab.event_stream_headers)
+    tab.assert_key_kept_out_of_urls()
+
+    # The grid first, then every projection with its numbers, as result.json says.
+    assert tab.wait_images_loaded("#result figure.grid img") == 1
+    assert page.locator("#result img").first.get_attribute("data-artifact") == "grid.png"
+    _, result = job_and_result(web_stack, job_id)
+    items = result["items"]
+    assert tab.wait_images_loaded("#result .item-card img") == len(items) == 12
+    for item in items:
+        card = page.locator(f'.item-card[data-index="{item["index"]}"]')
+        assert card.get_attribute("data-channel") == str(item["channel"])
+        activation = card.locator('[data-field="activation"]').text_content()
+        assert shown_number(activation) == pytest.approx(item["activation"], rel=1e-3)
+        assert card.locator('[data-field="position"]').text_content() == f"({item['position'][0]}, {item['position'][1]})"
+        assert item["image_name"] in card.text_content()
+    channels = [int(c) for c in page.locator(".channel-row").evaluate_all("rows => rows.map((r) => r.dataset.channel)")]
+    assert channels == result["channels"]
+    assert page.locator(f'#history-table tr[data-job-id="{job_id}"][data-status="succeeded"]').count() == 1
+    tab.screenshot("deconvnet")
+
+    # The key is kept for the tab: a reload asks nothing and reopens the job from the URL.
+    page.reload()
+    tab.wait_ready()
+    assert not page.is_visible("#key-dialog")
+    assert tab.wait_images_loaded("#result figure.grid img") == 1
+    tab.assert_key_kept_out_of_urls()
+
+
+def test_model_inspection_lists_the_layers_of_a_torchvision_model(tab, web_stack):
+    tab.open()
+    page = tab.page
+    tab.choose_model("torchvision/squeezenet1_1")
+    assert page.is_visible("#inspect-model")
+    assert page.locator("#layer-table tbody tr").count() == 0
+    page.select_option("#weights-select", "random")
+    page.fill("#weights-seed", "0")
+    page.click("#inspect-model")
+    tab.wait_status("succeeded", timeout=90)
+    job_id = page.text_content("#job-id")
+    job, result = job_and_result(web_stack, job_id)
+    assert job["kind"] == "model_inspection" and job["model"] == "torchvision/squeezenet1_1?weights=random&seed=0"
+    assert page.text_content('#result [data-fact="layers"]') == str(result["layers"])
+    assert page.locator("#result tr[data-layer]").count() == len(result["layer_list"]) == result["layers"]
+    # The model's layers are now browsable where they were missing.
+    until(page, f"document.querySelectorAll('#layer-table tbody tr').length === {result['layers']}")
+    assert not page.is_visible("#inspect-model")
+    first = result["layer_list"][0]
+    row = page.locator("#layer-table tbody tr").first
+    assert row.get_attribute("data-layer") == first["name"]
+    assert " × ".join(map(str, first["output_shape"])) in row.text_content()
+    tab.screenshot("model_inspection")
+
+
+def test_tabular_attribution_shows_the_importance_chart_and_a_sortable_table(tab, web_stack):
+    with web_stack.client() as client:
+        kinds = {k["name"] for k in client.get("/v1/kinds").json()}
+    if "tabular_attribution" not in kinds:
+        pytest.skip("the tabular_attribution kind is not installed in this deployment")
+    tab.open()
+    page = tab.page
+    tab.choose_model("retail-mlp")
+    assert page.input_value("#kind-select") == "tabular_attribution"
+    assert page.input_value('.param-field[data-param="dataset"] input') == "retail-sample"
+    tab.param("sample", "8")
+    job_id = tab.submit()
+    tab.wait_status("succeeded")
+    assert tab.wait_images_loaded('#result figure[data-artifact="importance.png"] img') == 1
+    assert page.locator("#result img").first.get_attribute("data-artifact") == "importance.png"
+    _, result = job_and_result(web_stack, job_id)
+    rows = result["rows"]
+    assert page.locator("table.attributions tbody tr").count() == len(rows) == 8
+    for row in rows:
+        shown = page.locator(f'table.attributions tr[data-row="{row["index"]}"]')
+        residual = shown.locator('[data-col="residual"]').text_content()
+        assert shown_number(residual) == pytest.approx(row["residual"], rel=1e-3, abs=1e-9)
+        for variable, value in row["attributions"].items():
+            cell = shown.locator(f'[data-col="var:{variable}"]').text_content()
+            assert shown_number(cell) == pytest.approx(value, rel=1e-3, abs=1e-9)
+    top = result["ranking"][0]
+    page.click(f'table.attributions th[data-sort="var:{top}"] button')
+    order = [int(i) for i in page.locator("table.attributions tbody tr").evaluate_all("rows => rows.map((r) => r.dataset.row)")]
+    assert order == [r["index"] for r in sorted(rows, key=lambda r: -r["attributions"][top])]
+    page.click(f'table.attributions th[data-sort="var:{top}"] button')
+    assert page.get_attribute(f'table.attributions th[data-sort="var:{top}"]', "aria-sort") == "ascending"
+    tab.screenshot("tabular_attribution")
+
+
+def test_activation_maximization_shows_the_grid_then_each_image_with_its_numbers(tab, web_stack):
+    with web_stack.client() as client:
+        kinds = {k["name"] for k in client.get("/v1/kinds").json()}
+    if "activation_maximization" not in kinds or not _module_exists("worker.kinds.activation_maximization"):
+        pytest.skip("the activation_maximization kind is not installed in this deployment")
+    tab.open()
+    page = tab.page
+    tab.choose_model("shapes-cnn")
+    tab.choose_kind("activation_maximization")
+    page.click('#layer-table tr[data-layer="features.6"]')
+    page.fill("#unit-input", "3")
+    tab.param("objective.type", "channel")
+    assert page.input_value('.param-field[data-param="objective.layer"] input') == "features.6"
+    assert page.input_value('.param-field[data-param="objective.units"] input') == "3"
+    tab.param("steps", "24")
+    tab.param("size", "64")
+    job_id = tab.submit()
+    tab.wait_status("succeeded", timeout=90)
+    assert tab.wait_images_loaded("#result figure.grid img") == 1
+    _, result = job_and_result(web_stack, job_id)
+    images = result["images"]
+    assert tab.wait_images_loaded("#result .item-card img") == len(images)
+    for i, image in enumerate(images):
+        card = page.locator(".item-card").nth(i)
+        assert shown_number(card.locator('[data-field="activation"]').text_content()) == pytest.approx(image["activation"], rel=1e-3)
+        if image.get("ratio_to_dataset_max") is not None:
+            ratio = card.locator('[data-field="ratio_to_dataset_max"]').text_content()
+            assert shown_number(ratio) == pytest.approx(image["ratio_to_dataset_max"], rel=1e-3)
+    tab.screenshot("activation_maximization")
+
+
+def test_a_running_job_is_canceled_then_deleted_from_the_history(tab, web_stack):
+    from playwright.sync_api import expect
+
+    tab.open()
+    page = tab.page
+    tab.choose_model("test-model")
+    tab.choose_kind("test-lifecycle")
+    tab.param("steps", "600")
+    tab.param("step_seconds", "0.05")
+    job_id = tab.submit()
+    # The bar moves with the stream's progress events.
+    until(
+        page,
+        "Number(document.querySelector('#job-progress').dataset.events) >= 2 && "
+        "Number(document.querySelector('#job-progress').dataset.fraction) > 0",
+    )
+    row = page.locator(f'#history-table tr[data-job-id="{job_id}"]')
+    row.locator('[data-action="cancel"]').click()
+    tab.wait_status("canceled")
+    page.wait_for_selector(f'#history-table tr[data-job-id="{job_id}"][data-status="canceled"]')
+    with web_stack.client() as client:
+        assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "canceled"
+    tab.screenshot("history")
+    delete = row.locator('[data-action="delete"]')
+    delete.click()
+    expect(delete).to_have_text("Confirm delete")
+    delete.click()
+    page.wait_for_selector(f'#history-table tr[data-job-id="{job_id}"]', state="detached")
+    assert page.is_visible("#job-empty")  # the job shown was the one deleted
+    with web_stack.client() as client:
+        assert client.get(f"/v1/jobs/{job_id}").status_code == 404
+
+
+def test_api_errors_are_shown_as_the_api_worded_them(tab, web_stack):
+    tab.open()
+    page = tab.page
+    tab.choose_model("shapes-cnn")
+    page.click('#layer-table tr[data-layer="features.6"]')
+    tab.param("top_k", "600")
+    body = json.loads(page.text_content("#request-preview"))
+    assert body == {"kind": "deconvnet", "model": "shapes-cnn", "params": {"layer": "features.6", "dataset": "shapes-val", "top_k": 600}}
+    with web_stack.client() as client:
+        problem = client.post("/v1/jobs", json=body).json()
+    page.click("#submit-job")
+    box = page.locator("#submit-problem")
+    box.wait_for()
+    assert box.locator(".problem-title").text_content().startswith(problem["title"])
+    assert box.locator(".problem-detail").text_content() == problem["detail"]
+    assert box.locator(".problem-errors li").all_text_contents() == [
+        f"{'.'.join(map(str, e['loc']))} {e['msg']}" for e in problem["errors"]
+    ]
+    field = page.locator('.param-field[data-param="top_k"]')
+    assert "invalid" in field.get_attribute("class")
+    assert field.locator(".field-error").text_content() == problem["errors"][0]["msg"]
+
+    # A check the API makes against the model: an unknown layer lists the valid ones.
+    tab.param("top_k", "4")
+    tab.param("layer", "features.40")
+    with web_stack.client() as client:
+        unknown = client.post("/v1/jobs", json=json.loads(page.text_content("#request-preview"))).json()
+    assert "features.6" in unknown["detail"]
+    page.click("#submit-job")
+    until(page, f"document.querySelector('#submit-problem .problem-detail')?.textContent === {json.dumps(unknown['detail'])}")
+    assert re.search(r"\b422\b", box.locator(".problem-title").text_content())
+
+
+def png(width: int, height: int, colour: tuple[int, int, int]) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_the_activation_maximization_view_shows_what_the_contract_gives(tab, web_stack):
+    """The view alone, fed by a routed job whose artifacts are shaped as the contract says
+    (grid.png, one PNG per image, images.npy, result.json with images[].activation and
+    ratio_to_dataset_max), whether or not this build's worker runs the kind."""
+    job_id = "0" * 22 + "fake"
+    images = [
+        {"index": 0, "unit": 3, "label": None, "copy": 0, "png": "image-000.png", "activation": 12.3456,
+         "robust_activation": 11.0, "dataset_max": 10.0, "dataset_max_image": "0193-red-circle.png",
+         "ratio_to_dataset_max": 1.23456, "is_top_unit": True, "top_unit": 3, "top_label": None, "dead": False,
+         "history": [0.1, 2.0, 7.5, 12.3456]},
+        {"index": 1, "unit": 7, "label": None, "copy": 0, "png": "image-001.png", "activation": 0.004321,
+         "robust_activation": 0.004, "dataset_max": 8.0, "dataset_max_image": "0007-green-square.png",
+         "ratio_to_dataset_max": 0.00054, "is_top_unit": False, "top_unit": 2, "top_label": None, "dead": False,
+         "history": [0.0, 0.002, 0.004321]},
+    ]  # fmt: skip
+    blobs = {
+        "grid.png": ("image/png", png(260, 130, (200, 120, 40))),
+        "image-000.png": ("image/png", png(64, 64, (40, 120, 200))),
+        "image-001.png": ("image/png", png(64, 64, (40, 200, 120))),
+        "images.npy": ("application/octet-stream", b"\x93NUMPY"),
+        "result.json": ("application/json", json.dumps({"objective": {"type": "channel", "layer": "features.6"}, "images": images}).encode()),
+    }
+    refs = [
+        {"name": n, "content_type": t, "bytes": len(b), "sha256": "0" * 64, "url": f"/v1/jobs/{job_id}/artifacts/{n}"}
+        for n, (t, b) in blobs.items()
+    ]
+    running = {
+        "id": job_id, "kind": "activation_maximization", "model": "shapes-cnn", "status": "running",
+        "progress": {"fraction": 0.5, "message": "step 8 of 16"}, "params": {"steps": 16}, "metadata": {},
+        "created_at": "2026-01-01T00:00:00Z", "started_at": "2026-01-01T00:00:01Z", "attempts": 1, "timeout_seconds": 60,
+    }  # fmt: skip
+    done = {**running, "status": "succeeded", "progress": {"fraction": 1.0, "message": "done"},
+            "finished_at": "2026-01-01T00:00:05Z", "result": {"artifacts": refs, "summary": {"images": 2}}}  # fmt: skip
+    seen: list[tuple[str, str | None]] = []
+
+    def serve(route) -> None:
+        url = route.request.url
+        seen.append((url, route.request.headers.get("authorization")))
+        if url.endswith("/events"):
+            stream = "".join(
+                f"event: {event}\ndata: {json.dumps(data)}\n\n"
+                for event, data in (("status", running), ("progress", {"fraction": 0.75, "message": "step 12 of 16"}), ("status", done))
+            )
+            route.fulfill(status=200, headers={"content-type": "text/event-stream"}, body=": hello\n\n" + stream)
+        elif "/artifacts/" in url:
+            content_type, body = blobs[url.rsplit("/", 1)[1]]
+            route.fulfill(status=200, headers={"content-type": content_type}, body=body)
+        else:
+            route.fulfill(status=200, headers={"content-type": "application/json"}, body=json.dumps(done))
+
+    tab.open()
+    page = tab.page
+    page.route(f"**/v1/jobs/{job_id}**", serve)
+    page.evaluate(f"location.hash = '#job={job_id}'")
+    tab.wait_status("succeeded")
+    assert tab.wait_images_loaded("#result figure.grid img") == 1
+    assert page.locator("#result img").first.get_attribute("data-artifact") == "grid.png"
+    assert tab.wait_images_loaded("#result .item-card img") == 2
+    for i, image in enumerate(images):
+        card = page.locator(".item-card").nth(i)
+        assert card.locator("img").get_attribute("data-artifact") == f"image-00{i}.png"
+        assert card.locator('[data-field="unit"]').text_content() == str(image["unit"])
+        for field in ("activation", "robust_activation", "dataset_max", "ratio_to_dataset_max"):
+            assert shown_number(card.locator(f'[data-field="{field}"]').text_content()) == pytest.approx(image[field], rel=1e-3)
+        assert card.locator('[data-field="is_top_unit"]').text_content() == ("yes" if image["is_top_unit"] else "no (2)")
+        assert image["dataset_max_image"] in card.text_content()
+        assert card.locator("svg.sparkline").count() == 1
+    assert seen and all(key == f"Bearer {ALICE}" for _, key in seen)
+    tab.screenshot("activation_maximization-view")
