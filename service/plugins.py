@@ -15,7 +15,11 @@ from typing import Any
 from service.jobspec import JobKind
 from service.settings import Settings
 
-BUILTIN_PLUGIN_MODULES: tuple[str, ...] = ("service.builtin_kinds", "service.kinds.deconvnet")
+BUILTIN_PLUGIN_MODULES: tuple[str, ...] = (
+    "service.builtin_kinds",
+    "service.kinds.deconvnet",
+    "service.kinds.tabular_attribution",
+)
 
 
 class PluginError(RuntimeError):
@@ -31,7 +35,8 @@ class Plugins:
 def load_plugins(settings: Settings) -> Plugins:
     kinds: dict[str, JobKind] = {}
     models: list[dict[str, Any]] = []
-    for module_name in (*BUILTIN_PLUGIN_MODULES, *settings.plugins):
+    # A module named twice (a built-in also listed in GLASSBOX_PLUGINS) is loaded once.
+    for module_name in dict.fromkeys((*BUILTIN_PLUGIN_MODULES, *settings.plugins)):
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
