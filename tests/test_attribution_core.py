@@ -7,7 +7,7 @@ import itertools
 import math
 import subprocess
 import sys
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -131,7 +131,7 @@ def test_integrated_gradients_of_a_linear_model_is_x_minus_baseline_times_w_per_
     np.testing.assert_allclose(ixg, np.stack([(x.double()[:, g] * w[g]).sum(1).numpy() for g in GROUPS], 1), atol=1e-5)
 
 
-@lru_cache(maxsize=None)
+@cache
 def builtin(model_id: str):
     dataset = {"retail-mlp": "retail-sample", "diabetes-mlp": "diabetes"}[model_id]
     features = BUILTIN_MODELS[model_id].input["tabular"]["features"]
@@ -297,7 +297,7 @@ def test_the_variables_driving_a_hidden_neuron_are_reported():
         importance = np.abs(result.attributions).mean(axis=0)
         rankings[method] = [names[j] for j in np.argsort(-importance)]
     for method, ranking in rankings.items():
-        assert ranking[:3] == rankings["shapley"][:3], rankings
+        assert ranking[:3] == rankings["shapley"][:3], (method, rankings)
     # a variable with no weight into the neuron would get nothing: zero one out and see
     model_copy = type(model)(model.n_inputs, model.n_outputs, model.hidden_sizes).eval()
     model_copy.load_state_dict(model.state_dict())

@@ -74,7 +74,7 @@ class OutputTarget(BaseModel):
     label: str | None = Field(default=None, min_length=1, description="An output by label (models with labels).")
 
     @model_validator(mode="after")
-    def _one(self) -> "OutputTarget":
+    def _one(self) -> OutputTarget:
         if self.index is not None and self.label is not None:
             raise ValueError("give `index` or `label`, not both")
         return self
@@ -157,7 +157,7 @@ class TabularAttributionParams(BaseModel):
     top_k: int = Field(default=9, ge=1, le=MAX_TOP_K, description="Rows listed that activate the target most.")
 
     @model_validator(mode="after")
-    def _one_source(self) -> "TabularAttributionParams":
+    def _one_source(self) -> TabularAttributionParams:
         if (self.dataset is None) == (self.rows is None):
             raise ValueError("give exactly one of `dataset` or `rows`")
         if self.dataset is None and (self.indices is not None or self.sample is not None):

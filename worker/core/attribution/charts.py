@@ -108,7 +108,7 @@ def _header(draw: ImageDraw.ImageDraw, title: str, subtitle: str, width: int) ->
     """Title, then one grey line per line of `subtitle`; each cut to the width."""
     draw.text((12, 8), _fit(draw, title, _font(16), width - 24), fill=INK, font=_font(16))
     y = 30
-    for line in [l for l in subtitle.split("\n") if l][:2]:
+    for line in [text for text in subtitle.split("\n") if text][:2]:
         draw.text((12, y), _fit(draw, line, _font(12), width - 24), fill=FAINT, font=_font(12))
         y += 16
     return y
