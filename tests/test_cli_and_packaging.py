@@ -158,3 +158,11 @@ def test_time_sortable_ids_are_unique_under_rapid_creation():
     earlier, later = new_job_id(1_700_000_000.000), new_job_id(1_700_000_000.001)
     assert earlier < later and len(earlier) == 26
     time.sleep(0)
+
+
+def test_the_code_passes_the_linter():
+    tracked = subprocess.run(["git", "ls-files", "*.py"], cwd=REPO, capture_output=True, text=True).stdout.split()
+    if not tracked:
+        pytest.skip("not a git checkout")
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", *tracked], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:]
