@@ -18,6 +18,7 @@ from service.settings import Settings
 BUILTIN_PLUGIN_MODULES: tuple[str, ...] = (
     "service.builtin_kinds",
     "service.kinds.deconvnet",
+    "service.kinds.activation_maximization",
     "service.kinds.tabular_attribution",
 )
 

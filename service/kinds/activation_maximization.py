@@ -1,0 +1,419 @@
+"""`activation_maximization`: the image a neuron wants to see, rendered from random pixels.
+
+Olah et al. 2017 (Distill, "Feature Visualization") / Lucid's optvis: a 1/f-scaled Fourier
+parameterization with decorrelated colour, random transforms each step, Adam; Yosinski et al.
+2015's regularizers (L2 decay, blur every n steps, norm/contribution clipping) are available.
+
+Defaults (the issue's contract: 128 px, 256 steps, Adam lr 0.05, fft, decorrelated colour,
+Lucid's standard transforms, seed 0) plus two of this service's own, tuned so that every class
+of shapes-cnn rendered with the defaults beats its strongest shapes-val example and is
+classified as itself (tests/test_actmax_jobs.py): `init_sd` 0.2 (Lucid starts at 0.01: nearly
+flat grey, on which max-pooling networks stall) and, for class objectives, a log-softmax term
+of weight 6 over the second half of the steps (the logit alone lets classes that share features
+with it, such as shapes-cnn's red circle, rise with it and win).
+
+Images are rendered at `size` and resized, every step, to the model's input size (bilinear,
+antialiased when shrinking) before the forward pass: positions are those of the model's
+recorded layers, and the reported activations are those of the delivered images resized as any
+input would be. Above the model's input size, the Fourier parameterization is band-limited to
+the frequencies the model can see.
+
+This module is imported by the API: no torch here. It holds the params model, the limits and
+the submit-time check; the same `resolve_objective` runs again on the worker once the model is
+loaded (a torchvision model's layers are only known after a job has loaded it).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from service.jobspec import JobKind
+from service.layers import MAX_CHOICES_LISTED, check_position, check_units, find_layer
+from service.problems import invalid
+
+
+def _limit(name: str, default: int) -> int:
+    """A limit from `GLASSBOX_ACTMAX_<NAME>` (the API and the worker read the same variable)."""
+    value = os.environ.get(f"GLASSBOX_ACTMAX_{name}")
+    return int(value) if value and value.strip().isdigit() else default
+
+
+# The configured limits: a request beyond one is a 422 that names it.
+MAX_SIZE = _limit("MAX_SIZE", 512)  # rendered image side, px
+MAX_STEPS = _limit("MAX_STEPS", 4096)  # optimization steps
+MAX_UNITS = _limit("MAX_UNITS", 64)  # units rendered in one job
+MAX_IMAGES_PER_UNIT = _limit("MAX_IMAGES_PER_UNIT", 16)
+MAX_IMAGES = _limit("MAX_IMAGES", 128)  # units x images_per_unit: the optimization's batch
+MAX_THRESHOLDS = 32  # snapshot steps
+
+DEFAULT_SIZE = 128
+DEFAULT_STEPS = 256
+DEFAULT_INIT_SD = 0.2
+DEFAULT_SOFTMAX_WEIGHT = 6.0
+DEFAULT_SOFTMAX_START = 0.5
+
+OBJECTIVE_TYPES = ("neuron", "channel", "layer", "class", "direction")
+CONTAINER_TYPES = frozenset({"Sequential", "ModuleList", "ModuleDict"})
+
+
+def _limit_error(field: str, value: int, limit: int, env: str) -> ValueError:
+    return ValueError(f"{field} {value} is above the limit of {limit} (GLASSBOX_ACTMAX_{env})")
+
+
+class ObjectiveSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["neuron", "channel", "layer", "class", "direction"] = Field(
+        description="neuron: one channel at one spatial position (the centre by default); channel: "
+        "the mean of a feature map; layer: DeepDream, the mean squared activation of the whole layer; "
+        "class: a logit; direction: the dot product of the layer's channel vector with `vector`."
+    )
+    layer: str | None = Field(
+        default=None,
+        description="A layer name as listed by GET /v1/models/{id}. Required except for `class`, "
+        "where it defaults to the model's last layer.",
+    )
+    units: list[int | str] = Field(
+        default_factory=list,
+        description="Channels (neuron, channel) or classes (class: indices or label names). Several "
+        "units render in one batched optimization, one image each (times images_per_unit). Not used "
+        "by layer and direction.",
+    )
+    position: list[int] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=2,
+        description="[y, x] in the layer's feature map, for neuron (default: the centre) and "
+        "direction (default: the mean over all positions).",
+    )
+    vector: list[float] | None = Field(
+        default=None, min_length=1, description="direction: one weight per channel of the layer."
+    )
+    softmax_weight: float = Field(
+        default=DEFAULT_SOFTMAX_WEIGHT,
+        ge=0.0,
+        le=1000.0,
+        description="class only: weight of the class's log-softmax, maximized with the logit from "
+        "`softmax_start` on. Where other logits rise with the class's (they share features), it "
+        "pushes them down, so that the rendered image is classified as the class. 0: the logit alone.",
+    )
+    softmax_start: float = Field(
+        default=DEFAULT_SOFTMAX_START,
+        ge=0.0,
+        le=1.0,
+        description="class only: the fraction of the steps after which the log-softmax term joins "
+        "(before it, the logit alone rises freely).",
+    )
+
+    @field_validator("units")
+    @classmethod
+    def _units_limit(cls, units: list[int | str]) -> list[int | str]:
+        if len(units) > MAX_UNITS:
+            raise _limit_error("the number of units", len(units), MAX_UNITS, "MAX_UNITS")
+        return units
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ObjectiveSpec:
+        kind = self.type
+        if kind != "class" and not self.layer:
+            raise ValueError(f"a {kind} objective needs `layer`")
+        if kind in ("neuron", "channel", "class"):
+            if not self.units:
+                raise ValueError(f"a {kind} objective needs `units` (one or more)")
+            if kind != "class" and any(isinstance(u, str) for u in self.units):
+                raise ValueError("units are channel indices; label names are only for class objectives")
+        elif self.units:
+            raise ValueError(f"a {kind} objective has no units; use images_per_unit for several images")
+        if self.position is not None and kind not in ("neuron", "direction"):
+            raise ValueError("`position` is only for neuron and direction objectives")
+        if (self.vector is not None) != (kind == "direction"):
+            raise ValueError("`vector` is required for a direction objective and only for it")
+        return self
+
+
+class RegularizerSpec(BaseModel):
+    """Yosinski et al. 2015's regularizers (all off by default: the Fourier parameterization,
+    colour decorrelation and transforms already keep images natural, as in Lucid)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    l2: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="Decay: the image moves this fraction towards grey each step."
+    )
+    blur_every: int = Field(default=0, ge=0, description="Gaussian blur of the image every n steps (0: never).")
+    blur_sigma: float = Field(default=0.5, gt=0.0, le=10.0, description="The blur's sigma, px.")
+    clip_norm_percentile: float = Field(
+        default=0.0, ge=0.0, lt=100.0, description="Each step, pixels whose norm is below this percentile become grey."
+    )
+    clip_contribution_percentile: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=100.0,
+        description="Each step, pixels whose contribution |x . grad| is below this percentile become grey.",
+    )
+    tv: float = Field(default=0.0, ge=0.0, description="Weight of a total-variation penalty (mean |dx| + |dy|).")
+
+
+class PadSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["pad"]
+    pixels: int = Field(default=12, ge=0, le=256)
+    mode: Literal["constant", "reflect"] = Field(default="constant", description="constant pads with grey (0.5).")
+
+
+class JitterSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["jitter"]
+    pixels: int = Field(default=8, ge=0, le=256, description="A random crop, up to this many px off.")
+
+
+class ScaleSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["scale"]
+    min: float = Field(default=0.9, gt=0.0, le=4.0)
+    max: float = Field(default=1.1, gt=0.0, le=4.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ScaleSpec:
+        if self.min > self.max:
+            raise ValueError("scale: min must be at most max")
+        return self
+
+
+class RotateSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["rotate"]
+    degrees: float = Field(default=10.0, ge=0.0, le=180.0, description="A random rotation in [-degrees, degrees].")
+
+
+TransformSpec = Annotated[PadSpec | JitterSpec | ScaleSpec | RotateSpec, Field(discriminator="type")]
+
+# Lucid's standard_transforms at 128 px: pad 12, jitter 8, scale 0.9-1.1, rotate +-10 deg, jitter 4.
+# For another `size` the pixel amounts scale with it (pad 24 at 256 px).
+STANDARD_TRANSFORMS: list[dict[str, Any]] = [
+    {"type": "pad", "pixels": 12, "mode": "constant"},
+    {"type": "jitter", "pixels": 8},
+    {"type": "scale", "min": 0.9, "max": 1.1},
+    {"type": "rotate", "degrees": 10.0},
+    {"type": "jitter", "pixels": 4},
+]
+
+
+def standard_transforms(size: int) -> list[dict[str, Any]]:
+    factor = size / 128.0
+    out = []
+    for spec in STANDARD_TRANSFORMS:
+        spec = dict(spec)
+        if "pixels" in spec:
+            spec["pixels"] = max(1, round(spec["pixels"] * factor))
+        out.append(spec)
+    return out
+
+
+class ActivationMaximizationParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    objective: ObjectiveSpec
+    images_per_unit: int = Field(default=1, ge=1, description="Images rendered per unit (see `diversity`).")
+    diversity: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Weight of a term pushing the images of one unit apart (Lucid's diversity: cosine "
+        "similarity of the layer's Gram matrices). Try 1e-2..1 with images_per_unit > 1.",
+    )
+    size: int = Field(
+        default=DEFAULT_SIZE,
+        ge=8,
+        description="Side of the rendered images, px. Each step the transformed image is resized to "
+        "the model's input size (so neuron positions are those listed for the model).",
+    )
+    steps: int = Field(default=DEFAULT_STEPS, ge=1, description="Optimization steps.")
+    lr: float = Field(default=0.05, gt=0.0, le=100.0, description="Learning rate.")
+    optimizer: Literal["adam", "sgd"] = "adam"
+    parameterization: Literal["fft", "pixel"] = Field(
+        default="fft", description="fft: a 1/f-scaled Fourier basis (Olah et al.); pixel: plain pixels."
+    )
+    decorrelate: bool = Field(
+        default=True, description="Optimize in a decorrelated colour space (Lucid's ImageNet colour SVD)."
+    )
+    init_sd: float = Field(
+        default=DEFAULT_INIT_SD,
+        ge=0.0,
+        le=10.0,
+        description="Standard deviation of the random starting parameters (Lucid: 0.01). 0.2 starts "
+        "from faint 1/f noise rather than flat grey, which max-pooling networks need: on a flat image "
+        "their gradient switches between pooled pixels from step to step and stalls.",
+    )
+    transforms: Literal["standard", "none"] | list[TransformSpec] = Field(
+        default="standard",
+        description="Random transforms applied before every step (transformation robustness). "
+        "standard: Lucid's set (pad 12, jitter 8, scale 0.9-1.1, rotate +-10, jitter 4 at 128 px, "
+        "scaled with `size`); none; or a list such as "
+        '[{"type": "jitter", "pixels": 4}, {"type": "rotate", "degrees": 5}] '
+        "(types: pad, jitter, scale, rotate; a bare name takes the defaults).",
+    )
+    regularizers: RegularizerSpec = Field(default_factory=RegularizerSpec)
+    reference_dataset: str | None = Field(
+        default=None,
+        description="An image dataset id: each unit's strongest activation over it is reported "
+        "(dataset_max, ratio_to_dataset_max).",
+    )
+    seed: int = Field(default=0, ge=0, description="Same seed, same images (on a given device).")
+    thresholds: list[int] = Field(
+        default_factory=list, description="Steps at which snapshots are also saved (snapshots.npy)."
+    )
+
+    @field_validator("size")
+    @classmethod
+    def _size_limit(cls, size: int) -> int:
+        if size > MAX_SIZE:
+            raise _limit_error("size", size, MAX_SIZE, "MAX_SIZE")
+        return size
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_limit(cls, steps: int) -> int:
+        if steps > MAX_STEPS:
+            raise _limit_error("steps", steps, MAX_STEPS, "MAX_STEPS")
+        return steps
+
+    @field_validator("images_per_unit")
+    @classmethod
+    def _per_unit_limit(cls, count: int) -> int:
+        if count > MAX_IMAGES_PER_UNIT:
+            raise _limit_error("images_per_unit", count, MAX_IMAGES_PER_UNIT, "MAX_IMAGES_PER_UNIT")
+        return count
+
+    @field_validator("transforms", mode="before")
+    @classmethod
+    def _bare_names(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"type": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @model_validator(mode="after")
+    def _totals(self) -> ActivationMaximizationParams:
+        units = max(1, len(self.objective.units))
+        total = units * self.images_per_unit
+        if total > MAX_IMAGES:
+            raise _limit_error("units x images_per_unit", total, MAX_IMAGES, "MAX_IMAGES")
+        if len(self.thresholds) > MAX_THRESHOLDS:
+            raise ValueError(f"at most {MAX_THRESHOLDS} thresholds")
+        for step in self.thresholds:
+            if not 1 <= step <= self.steps:
+                raise ValueError(f"threshold {step} is not a step between 1 and steps ({self.steps})")
+        return self
+
+    def transform_specs(self) -> list[dict[str, Any]]:
+        """The transforms as explicit specs (`standard` resolved at this size)."""
+        if self.transforms == "standard":
+            return standard_transforms(self.size)
+        if self.transforms == "none":
+            return []
+        return [t.model_dump() for t in self.transforms]
+
+
+# ---------------------------------------------------------------------------------------------
+# objective resolution against the model's catalog record (API at submit, worker after load)
+
+
+def default_class_layer(record: dict[str, Any]) -> str | None:
+    """The model's last layer that is not a container (a Sequential's output repeats its last
+    child's): shapes-cnn's `classifier.2`, vgg16's `classifier.6`, resnet's `fc`."""
+    layers = record.get("layers") or []
+    for entry in reversed(layers):
+        if entry.get("type") not in CONTAINER_TYPES:
+            return entry["name"]
+    return layers[-1]["name"] if layers else None
+
+
+def _class_units(units: list[int | str], record: dict[str, Any], loc: list[str | int]) -> list[int]:
+    labels = record.get("labels") or []
+    index = {label: i for i, label in enumerate(labels)}
+    out = []
+    for i, unit in enumerate(units):
+        if isinstance(unit, int):
+            out.append(unit)
+            continue
+        if unit not in index:
+            if not labels:
+                raise invalid([*loc, i], f"model {record['id']!r} has no labels; give class indices", "unknown-label")
+            listed = labels if len(labels) <= MAX_CHOICES_LISTED else labels[:MAX_CHOICES_LISTED] + ["..."]
+            raise invalid(
+                [*loc, i], f"unknown class label {unit!r}; valid labels: {', '.join(listed)}", "unknown-label"
+            )
+        out.append(index[unit])
+    return out
+
+
+def resolve_objective(params: ActivationMaximizationParams, record: dict[str, Any]) -> dict[str, Any] | None:
+    """The objective with its layer, integer units and position checked against `record`:
+    {"type", "layer", "units", "position", "vector", "layer_shape"}. Raises a 422 ProblemError;
+    None when the model's layers are not recorded yet (the worker resolves after loading)."""
+    base = ["body", "params", "objective"]
+    if record.get("kind") not in (None, "image"):
+        raise invalid(
+            ["body", "model"],
+            f"activation maximization needs an image model; {record['id']!r} is {record.get('kind')}",
+            "not-an-image-model",
+        )
+    objective = params.objective
+    if not record.get("layers"):
+        if objective.type == "class" and any(isinstance(u, str) for u in objective.units) and record.get("labels"):
+            _class_units(objective.units, record, [*base, "units"])
+        return None
+    name = objective.layer or default_class_layer(record)
+    layer = find_layer(record, name, [*base, "layer"])
+    assert layer is not None
+    units = (
+        _class_units(objective.units, record, [*base, "units"]) if objective.type == "class" else list(objective.units)
+    )
+    check_units(layer, units, [*base, "units"])
+    shape = list(layer["output_shape"])
+    position = objective.position
+    if position is not None:
+        check_position(layer, position, [*base, "position"])
+    elif objective.type == "neuron" and len(shape) == 3:
+        position = [shape[1] // 2, shape[2] // 2]
+    if objective.type == "neuron" and len(shape) not in (1, 3):
+        raise invalid(
+            [*base, "layer"],
+            f"layer {name!r} has output shape {shape}; a neuron needs [C] or [C, H, W]",
+            "unsupported-layer",
+        )
+    if objective.vector is not None and len(objective.vector) != int(layer["units"]):
+        raise invalid(
+            [*base, "vector"],
+            f"vector has {len(objective.vector)} entries; layer {name!r} has {layer['units']} channels",
+            "vector-length",
+        )
+    return {
+        "type": objective.type,
+        "layer": name,
+        "units": units,
+        "position": position,
+        "vector": objective.vector,
+        "layer_shape": shape,
+    }
+
+
+def check_activation_maximization(params: ActivationMaximizationParams, record: dict[str, Any]) -> None:
+    resolve_objective(params, record)
+
+
+JOB_KINDS = [
+    JobKind(
+        name="activation_maximization",
+        params_model=ActivationMaximizationParams,
+        handler="worker.kinds.activation_maximization:run",
+        description="Activation maximization (Olah et al. 2017; Yosinski et al. 2015): from random "
+        "pixels, optimize images that excite a neuron, channel, layer, class or direction most, with a "
+        "1/f Fourier parameterization, decorrelated colour and random transforms. Several units render "
+        "in one batched optimization; result.json reports each image's activation, its robustness to "
+        "transforms, its ratio to the strongest dataset example and whether the unit is the top one.",
+        check=check_activation_maximization,
+    )
+]
