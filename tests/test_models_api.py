@@ -250,6 +250,7 @@ def test_dataset_uploads_are_checked_and_described(models_stack):
         ("bomb.zip", zipped({"zeros.png": b"\0" * 50_000_000}), "zip bomb"),
         ("corrupt.zip", zipped({"ok.png": png(), "bad.png": png()[:40]}), "'bad.png'"),
         ("text.zip", zipped({"notes.txt": b"hello"}), "'notes.txt'"),
+        ("pixels.zip", zipped({"huge.png": png(size=(6000, 6000))}), "decompression bomb"),
         ("nan.csv", b"a,b\n1,2\nnan,3\n", "row 2, column 'a'"),
         ("ragged.csv", b"a,b\n1,2\n3\n", "row 2"),
         ("empty.csv", b"", "header"),
