@@ -11,7 +11,6 @@ torch-free validator of rows against a model's feature manifest (the same rules 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from service.jobspec import JobKind
 from service.layers import find_layer
 from service.problems import ProblemError, invalid
+from service.tabular_cells import cell_problem, listed_categories
 
 # ----------------------------------------------------------------------------------- limits
 
@@ -172,61 +172,6 @@ class TabularAttributionParams(BaseModel):
 # ----------------------------------------------------------------------------------- rows
 
 
-def _is_missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, str) and value.strip() == "":
-        return True
-    return isinstance(value, float) and math.isnan(value)
-
-
-def _category_key(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return str(int(value))
-    return None
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            return None
-    else:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _listed(categories: Sequence[str]) -> str:
-    shown = list(categories[:20])
-    more = f" ... ({len(categories)} in all)" if len(categories) > 20 else ""
-    return f"{shown}{more}"
-
-
-def cell_problem(value: Any, feature: Mapping[str, Any]) -> str | None:
-    """Why a cell cannot be encoded for `feature` (the rules of encode_rows), or None."""
-    if _is_missing(value):
-        return "missing value"
-    if feature["type"] == "categorical":
-        key = _category_key(value)
-        if key is None or key not in feature["categories"]:
-            return f"unknown category {value!r} (expected one of {_listed(feature['categories'])})"
-        return None
-    if _number(value) is None:
-        return f"expected a finite number, got {value!r}"
-    return None
-
-
 def row_problems(
     rows: Sequence[Any], features: Sequence[Mapping[str, Any]], row_numbers: Sequence[int] | None = None
 ) -> list[tuple[int, str | None, str]]:
@@ -358,7 +303,7 @@ def _check_target(params: TabularAttributionParams, record: dict[str, Any]) -> N
             if not labels:
                 raise invalid([*loc, "label"], f"model {record['id']!r} has no labels; give `index`", "no-labels")
             if target.label not in labels:
-                raise invalid([*loc, "label"], f"unknown label {target.label!r}; labels: {_listed(labels)}", "unknown-label")
+                raise invalid([*loc, "label"], f"unknown label {target.label!r}; labels: {listed_categories(labels)}", "unknown-label")
         elif labels and target.index is not None and target.index >= len(labels):
             raise invalid(
                 [*loc, "index"], f"output {target.index} is out of range: the model has {len(labels)} outputs", "unit-out-of-range"

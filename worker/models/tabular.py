@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from service.tabular_cells import category_key, is_missing, numeric_value
+
 FEATURE_TYPES = ("numeric", "categorical")
 
 
@@ -94,46 +96,6 @@ def variable_groups(features: Sequence[Mapping[str, Any]]) -> dict[str, list[int
     return groups
 
 
-def _is_missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, str) and value.strip() == "":
-        return True
-    if isinstance(value, (float, np.floating)) and math.isnan(value):
-        return True
-    return False
-
-
-def _category_key(value: Any) -> str | None:
-    """The category string a cell names: strings as given, integers (and integral floats) as
-    their decimal form (so 1 or 1.0 match the category "1"); anything else None."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (bool, np.bool_)):
-        return None
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
-        return str(int(value))
-    return None
-
-
-def _numeric_value(value: Any) -> float | None:
-    """A finite float from a number or a numeric string; None for anything else."""
-    if isinstance(value, (bool, np.bool_)):
-        return None
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            return None
-    else:
-        return None
-    return number if math.isfinite(number) else None
-
-
 def encode_rows(rows: Sequence[Mapping[str, Any]], features: Sequence[Mapping[str, Any]]) -> np.ndarray:
     """Encode rows (dicts keyed by variable name, user units) into a float32 matrix.
 
@@ -152,11 +114,11 @@ def encode_rows(rows: Sequence[Mapping[str, Any]], features: Sequence[Mapping[st
         for feature in features:
             name = feature["name"]
             value = row.get(name)
-            if _is_missing(value):
+            if is_missing(value):
                 raise ValueError(f"row {r}, column {name!r}: missing value")
             if feature["type"] == "categorical":
                 categories = feature["categories"]
-                key = _category_key(value)
+                key = category_key(value)
                 if key is None or key not in categories:
                     raise ValueError(
                         f"row {r}, column {name!r}: unknown category {value!r} "
@@ -165,7 +127,7 @@ def encode_rows(rows: Sequence[Mapping[str, Any]], features: Sequence[Mapping[st
                 out[r, col + categories.index(key)] = 1.0
                 col += len(categories)
             else:
-                number = _numeric_value(value)
+                number = numeric_value(value)
                 if number is None:
                     raise ValueError(f"row {r}, column {name!r}: expected a finite number, got {value!r}")
                 mean = float(feature.get("mean", 0.0))
@@ -239,7 +201,7 @@ def read_csv(path: str | Path, features: Sequence[Mapping[str, Any]] | None = No
         for raw in csv.DictReader(handle):
             row: dict[str, Any] = dict(raw)
             for name in numeric & row.keys():
-                number = _numeric_value(row[name])
+                number = numeric_value(row[name])
                 if number is not None:
                     row[name] = number
             rows.append(row)
