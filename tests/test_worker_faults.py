@@ -128,3 +128,27 @@ def test_a_job_admitted_but_never_handed_to_rq_is_enqueued_again(make_stack):
     assert client.get(f"/v1/jobs/{outcome.job_id}").json()["status"] == "queued"
     final = stack.wait_status(client, outcome.job_id, {"succeeded", "failed"}, timeout=30)
     assert final["status"] == "succeeded"
+
+
+def test_a_job_running_through_a_redis_restart_is_queued_again_and_finishes(make_stack, tmp_path):
+    server = RedisProcess(tmp_path / "redis", appendonly=True)
+    server.start()
+    try:
+        stack = make_stack(workers=1, url=server.url)
+        client = stack.client()
+        job = stack.create(client, {"steps": 60, "step_seconds": 0.05})
+        stack.wait_status(client, job["id"], {"running"})
+        server.stop()  # graceful: the append-only file keeps every accepted write
+        time.sleep(2)
+        server.start()
+        final = wait_until(
+            lambda: (r := client.get(f"/v1/jobs/{job['id']}")).status_code == 200
+            and r.json()["status"] in ("succeeded", "failed")
+            and r.json(),
+            timeout=90,
+            what="the job to end after the Redis restart",
+        )
+        assert final["status"] == "succeeded", final["error"]
+        assert final["attempts"] == 1  # the interrupted try was not counted
+    finally:
+        server.stop()

@@ -6,6 +6,7 @@ import json
 import logging
 import time
 
+import redis
 from rq.timeouts import JobTimeoutException
 
 from service.jobs import OwnershipLost
@@ -18,9 +19,42 @@ log = logging.getLogger("glassbox.worker")
 
 # The process exits with this after a sticky CUDA error, for its supervisor to restart it.
 EXIT_DEVICE_ERROR = 3
+# How long a worker waits for Redis to come back to put an interrupted job back in the queue.
+REDIS_OUTAGE_PATIENCE_SECONDS = 300.0
 
 
 def run_job(job_id: str) -> None:
+    try:
+        _run_job(job_id)
+    except redis.RedisError as exc:
+        # Redis went away mid-job: nothing can be recorded now. Wait for it, then put the job
+        # back in the queue (this try is not counted), so it never stays `running` for ever.
+        log.warning("job %s interrupted by a Redis outage (%s); queuing it again once Redis is back", job_id, exc)
+        _requeue_when_redis_returns(current_runtime(), job_id)
+
+
+def _requeue_when_redis_returns(runtime, job_id: str) -> None:
+    deadline = time.monotonic() + REDIS_OUTAGE_PATIENCE_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            record = runtime.store.record(job_id)
+            if record is None or record.get("status") != JobStatus.running or record.get("worker") != runtime.name:
+                return
+            runtime.store.finish(
+                job_id,
+                runtime.name,
+                JobStatus.failed,
+                error=JobError(type="worker-lost", title="Job storage was unavailable"),
+                max_attempts=int(record.get("attempts") or 1) + 1,
+                refund_attempt=True,
+            )
+            return
+        except redis.RedisError:
+            time.sleep(1.0)
+    # Still no Redis: the reaper of any process settles the job once this worker is gone.
+
+
+def _run_job(job_id: str) -> None:
     runtime = current_runtime()
     store = runtime.store
     if not store.start(job_id, runtime.name):
@@ -76,6 +110,8 @@ def run_job(job_id: str) -> None:
         )
     except JobFailed as exc:
         fail(exc.type, exc.title, exc.detail)
+    except redis.RedisError:
+        raise  # handled by run_job: the job goes back to the queue once Redis returns
     except Exception as exc:
         if is_unrecoverable_device_error(exc):
             log.critical("unrecoverable device error in job %s; the worker will exit: %s", job_id, exc)
