@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.problems import ProblemError, invalid
+from service.problems import invalid
 
 MAX_CHOICES_LISTED = 60
 
@@ -52,5 +52,3 @@ def check_position(layer: dict[str, Any], position: list[int], loc: list[str | i
     if not (0 <= y < height and 0 <= x < width):
         raise invalid(loc, f"position {position} is outside the {height}x{width} map of layer {layer['name']!r}", "position-out-of-range")
 
-
-__all__ = ["ProblemError", "check_position", "check_units", "find_layer"]

@@ -44,7 +44,6 @@ class Child:
     env: dict[str, str]
     process: subprocess.Popen | None = None
     started_at: float = 0.0
-    restarts: int = 0
     next_start: float = 0.0
     failures_in_row: int = field(default=0)
 
@@ -150,7 +149,6 @@ class Supervisor:
                 print(f"glassbox: {child.name} exited ({code}); restarting in {delay:.1f} s", flush=True)
             elif now >= child.next_start:
                 child.next_start = 0.0
-                child.restarts += 1
                 child.start()
 
     def _stop_all(self) -> None:

@@ -25,7 +25,6 @@ POLL_AFTER_SECONDS = 1
 SSE_KEEPALIVE_SECONDS = 15.0
 SSE_RECHECK_SECONDS = 2.0
 ARTIFACT_CACHE_CONTROL = "private, max-age=31536000, immutable"
-JOB_ID_PATTERN = r"^[0-9a-z]{26}$"
 ARTIFACT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 JobId = Annotated[str, Path(description="The job id.")]

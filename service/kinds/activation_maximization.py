@@ -55,7 +55,6 @@ DEFAULT_INIT_SD = 0.2
 DEFAULT_SOFTMAX_WEIGHT = 6.0
 DEFAULT_SOFTMAX_START = 0.5
 
-OBJECTIVE_TYPES = ("neuron", "channel", "layer", "class", "direction")
 CONTAINER_TYPES = frozenset({"Sequential", "ModuleList", "ModuleDict"})
 
 

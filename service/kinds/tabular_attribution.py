@@ -56,9 +56,6 @@ Method = Literal[
 METHODS: tuple[str, ...] = Method.__args__  # type: ignore[attr-defined]
 # Methods whose attributions add up to output - baseline output (exactly, in expectation, or
 # up to the integration error): a large residual is worth a warning for these only.
-COMPLETE_METHODS = frozenset(
-    {"integrated_gradients", "deeplift", "gradient_shap", "shapley_sampling", "kernel_shap", "shapley"}
-)
 # Methods that ignore the baseline (they read the gradient at the input only).
 BASELINE_FREE_METHODS = frozenset({"saliency", "input_x_gradient"})
 

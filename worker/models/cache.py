@@ -51,11 +51,6 @@ class ModelCache:
                 self._models.popitem(last=False)
         return loaded
 
-    def evict(self, key_prefix: str) -> None:
-        with self._lock:
-            for key in [k for k in self._models if k == key_prefix or k.startswith(key_prefix + "?")]:
-                del self._models[key]
-
     @property
     def total_bytes(self) -> int:
         return sum(m.bytes for m in self._models.values())

@@ -205,7 +205,7 @@ def make_transforms(specs: Sequence[dict[str, Any]]) -> Compose:
 
 
 def standard(size: int = 128) -> Compose:
-    """Lucid's standard transforms (pad 12, jitter 8, scale 0.9-1.1, rotate +-10, jitter 4 at
-    128 px), pixel amounts scaled from 128 px to `size`."""
-    px = lambda v: max(1, round(v * size / 128.0))  # noqa: E731
-    return Compose([Pad(px(12)), Jitter(px(8)), Scale(0.9, 1.1), Rotate(10.0), Jitter(px(4))])
+    """Lucid's standard transforms, as the job kind defines them (one definition)."""
+    from service.kinds.activation_maximization import standard_transforms
+
+    return make_transforms(standard_transforms(size))

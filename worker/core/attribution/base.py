@@ -129,9 +129,6 @@ class Attribution:
     # Attributions add up to forward(x) - mean forward(baseline) (exactly, up to an integration
     # error, or in expectation): the residual is a meaningful self-check.
     complete = False
-    uses_baseline = True
-    uses_steps = False
-    uses_samples = False
 
     # forward batch on a CPU (see CPU_BATCH); methods with much per-call overhead ask for more
     cpu_batch = CPU_BATCH

@@ -15,7 +15,6 @@ from worker.core.attribution.base import Attribution, Groups, captum_gradient_me
 class GradientShap(Attribution):
     name = "gradient_shap"
     complete = True
-    uses_samples = True
 
     def evaluations_per_row(self, background: int, variables: int, n_steps: int, n_samples: int | None) -> int:
         return n_samples or DEFAULT_GRADIENT_SHAP_SAMPLES

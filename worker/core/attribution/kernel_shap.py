@@ -101,7 +101,6 @@ def kernel_coalitions(variables: int, n_samples: int, seed: int) -> tuple[np.nda
 class KernelShap(Attribution):
     name = "kernel_shap"
     complete = True
-    uses_samples = True
 
     def evaluations_per_row(self, background: int, variables: int, n_steps: int, n_samples: int | None) -> int:
         return background * ((resolved_n_samples(self.name, n_samples, variables) or 1) + 1)

@@ -14,7 +14,6 @@ from worker.core.attribution.base import Attribution, Groups, captum_gradient_me
 
 class Saliency(Attribution):
     name = "saliency"
-    uses_baseline = False
 
     def evaluations_per_row(self, background: int, variables: int, n_steps: int, n_samples: int | None) -> int:
         return 1

@@ -16,7 +16,6 @@ from worker.core.attribution.base import Attribution, Groups, collapse, expand, 
 class ShapleyValueSampling(Attribution):
     name = "shapley_sampling"
     complete = True
-    uses_samples = True
 
     cpu_batch = 16_384  # Captum's per-permutation overhead wants bigger batches
 
