@@ -675,19 +675,19 @@ class JobStore:
 
     # ---- worker transitions -----------------------------------------------------------
 
-    def start(self, job_id: str, worker: str) -> bool:
-        """Claim a queued job for `worker`. False when it is no longer queued (canceled...)."""
+    def start(self, job_id: str, worker: str) -> dict[str, str] | None:
+        """Claim a queued job for `worker` and return its record as it now stands; None when it
+        is no longer queued (canceled, deleted, taken by another worker)."""
         outcome = self._start(
             keys=[self.keys.job(job_id), self.keys.running],
             args=[job_id, worker, repr(time.time()), self.keys.events(job_id)],
         )
         if _text(outcome) != "started":
-            return False
-        if self.redis.hexists(self.keys.job(job_id), "webhook"):
-            record = self.record(job_id)
-            if record is not None:
-                self._notify(record["tenant"], record_to_job(job_id, record))
-        return True
+            return None
+        record = self.record(job_id)
+        if record is not None and record.get("webhook"):
+            self._notify(record["tenant"], record_to_job(job_id, record))
+        return record
 
     def _notify(self, tenant: str, job: Job | None) -> None:
         """Queue the job's webhook delivery for its new status, if it asked for one."""

@@ -57,11 +57,9 @@ def _requeue_when_redis_returns(runtime, job_id: str) -> None:
 def _run_job(job_id: str) -> None:
     runtime = current_runtime()
     store = runtime.store
-    if not store.start(job_id, runtime.name):
-        log.info("job %s is no longer queued; skipped", job_id)
-        return
-    record = store.record(job_id)
+    record = store.start(job_id, runtime.name)
     if record is None:
+        log.info("job %s is no longer queued; skipped", job_id)
         return
     attempts = int(record.get("attempts") or 1)
 
