@@ -31,19 +31,19 @@ import importlib
 import os
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 
+from bench import results_dir
 from service.kinds.activation_maximization import ActivationMaximizationParams
 from worker.core.probe import inspect_layers
 from worker.kinds.activation_maximization import prepare
 from worker.models.torchvision_models import catalog_record
 
 render_module = importlib.import_module("worker.core.actmax.render")  # the module, not the function
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = results_dir()
 LAYERS = {"early": ("features.3", 3), "late": ("features.29", 29)}
 
 

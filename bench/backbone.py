@@ -40,11 +40,12 @@ from pathlib import Path
 import httpx
 import redis
 
+from bench import results_dir
 from service.model_catalog import ModelCatalog
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "backbone.md"
+RESULTS = results_dir() / "backbone.md"
 BIN = Path(sys.executable).parent
 MODEL = "bench-model"
 KIND = "test-lifecycle"

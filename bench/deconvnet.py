@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 import torchvision
 
+from bench import results_dir
 from worker.core.deconvnet import channel_maxima, project, strongest_channels, top_neurons
 from worker.core.probe import capture_activation
 from worker.core.relu_rules import relu_rule
@@ -118,8 +119,7 @@ def main() -> int:
     ]
     table = "\n".join(lines)
     print(table)
-    (ROOT / "bench" / "results").mkdir(exist_ok=True)
-    (ROOT / "bench" / "results" / f"deconvnet-{device.split(':')[0]}.md").write_text(table + "\n")
+    (results_dir() / f"deconvnet-{device.split(':')[0]}.md").write_text(table + "\n")
     return 0
 
 

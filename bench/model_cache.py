@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from bench import results_dir
 from bench.backbone import ROOT, Processes, free_port, wait_http
 
 MODELS = [
@@ -85,8 +86,7 @@ def main() -> int:
             ]
         )
         print(table)
-        (ROOT / "bench" / "results").mkdir(exist_ok=True)
-        (ROOT / "bench" / "results" / "model_cache.md").write_text(table + "\n")
+        (results_dir() / "model_cache.md").write_text(table + "\n")
         return 0
     finally:
         procs.stop_all()

@@ -20,17 +20,17 @@ import logging
 import platform
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench import results_dir
 from worker.core.attribution import OutputForward, explain
 from worker.models.builtin import BUILTIN_MODELS, DATA
 from worker.models.retail import RETAIL_FEATURES
 from worker.models.tabular import encode_rows, read_csv, variable_groups
 
-RESULTS = Path(__file__).resolve().parent / "results" / "tabular_attribution.md"
+RESULTS = results_dir() / "tabular_attribution.md"
 SAMPLES = (64, 128, 256, 510)  # 510 = 2^9 - 2: every coalition
 
 

@@ -1,0 +1,388 @@
+"""Benchmark of the service under load: throughput with 1, 2 and 4 workers, and the latency of
+create, get and artifact download at increasing concurrency, each paired with a bare FastAPI
+endpoint of the same shape measured in the same run.
+
+Run from the repository root:
+
+    uv run python -m bench.scaling [--quick]
+
+It starts its own redis-server (free port, no persistence), `glassbox api`, up to four
+`glassbox worker` processes (OMP_NUM_THREADS=1 each, so that four workers do not fight over
+two cores with eight torch threads) and bench/bare_app.py. Writes bench/results/scaling.md.
+
+1. Throughput: a burst of jobs submitted at once, from the first POST to the last `finished_at`,
+   with 1, then 2, then 4 workers (workers are added between rounds). Three job shapes: a 0-s
+   job (pure backbone overhead), a job that sleeps 0.2 s (work that does not need a core, like
+   waiting on a GPU), and a real `tabular_attribution` job (CPU-bound). Scaling efficiency is
+   rate(N) / (N x rate(1)).
+2. Latency: for 1, 2, 4, ... 64 concurrent keep-alive clients, each operation for a fixed time
+   against Glassbox and then the bare endpoint; median and p99 and requests/s. The saturation
+   point is the first level whose throughput is less than 10% above the previous level's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import redis
+
+from bench import results_dir
+from bench.backbone import ROOT, Processes, free_port, percentile, wait_http
+from bench.bare_app import ARTIFACT_BYTES
+from service.model_catalog import ModelCatalog
+from service.settings import Settings
+
+RESULTS = results_dir() / "scaling.md"
+MODEL = "bench-model"
+TERMINAL = (b"succeeded", b"failed", b"canceled")
+
+JOB_SHAPES = {
+    "0-s job": {"kind": "test-lifecycle", "model": MODEL, "params": {"steps": 0, "artifact_bytes": 16}},
+    "0.2-s sleeping job": {
+        "kind": "test-lifecycle",
+        "model": MODEL,
+        "params": {"steps": 4, "step_seconds": 0.05, "artifact_bytes": 16},
+    },
+    "tabular_attribution (retail-mlp, 3 rows, IG)": {
+        "kind": "tabular_attribution",
+        "model": "retail-mlp",
+        "params": {"dataset": "retail-sample", "indices": [0, 5, 42]},
+    },
+}
+
+
+# ---- a minimal keep-alive HTTP/1.1 client, so that the client costs the 2 cores little ------
+
+
+@dataclass
+class Load:
+    latencies: list[float] = field(default_factory=list)
+    elapsed: float = 0.0
+    errors: int = 0
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
+
+
+def raw_request(method: str, path: str, port: int, body: bytes | None = None) -> bytes:
+    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+    if body is not None:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    return head.encode() + b"\r\n" + (body or b"")
+
+
+async def _read_response(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length, chunked = 0, False
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            length = int(value)
+        elif name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+    if chunked:
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip().split(b";")[0], 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    else:
+        await reader.readexactly(length)
+    return head
+
+
+async def _client(port: int, requests: list[bytes], deadline: float, out: Load, seed: int) -> None:
+    rng = random.Random(seed)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while time.perf_counter() < deadline:
+            request = requests[rng.randrange(len(requests))]
+            start = time.perf_counter()
+            writer.write(request)
+            head = await _read_response(reader)
+            out.latencies.append(time.perf_counter() - start)
+            if not head.startswith((b"HTTP/1.1 200", b"HTTP/1.1 202")):
+                out.errors += 1
+    finally:
+        writer.close()
+
+
+async def _load(port: int, requests: list[bytes], clients: int, seconds: float) -> Load:
+    out = Load()
+    start = time.perf_counter()
+    await asyncio.gather(*(_client(port, requests, start + seconds, out, i) for i in range(clients)))
+    out.elapsed = time.perf_counter() - start
+    return out
+
+
+# ---- jobs --------------------------------------------------------------------------------
+
+
+def job_statuses(r: redis.Redis, ids: list[str], *fields: str) -> list[list[bytes | None]]:
+    pipe = r.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hmget(f"glassbox:job:{job_id}", "status", *fields)
+    return pipe.execute()
+
+
+def wait_all_terminal(r: redis.Redis, ids: list[str], timeout: float) -> list[list[bytes | None]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = job_statuses(r, ids, "finished_at")
+        if all(row[0] in TERMINAL for row in rows):
+            return rows
+        if time.monotonic() > deadline:
+            waiting = sum(row[0] not in TERMINAL for row in rows)
+            raise RuntimeError(f"{waiting} of {len(ids)} jobs not finished within {timeout} s")
+        time.sleep(0.02)
+
+
+async def _submit(base_url: str, body: dict, n: int, concurrency: int = 16) -> list[str]:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one() -> str:
+            async with gate:
+                response = await client.post("/v1/jobs", json=body)
+                if response.status_code != 202:
+                    raise RuntimeError(f"create failed: {response.status_code} {response.text}")
+                return response.json()["id"]
+
+        return await asyncio.gather(*(one() for _ in range(n)))
+
+
+def burst_rate(base_url: str, r: redis.Redis, body: dict, n: int) -> tuple[float, int]:
+    """Jobs per second from the first POST to the last finished_at; and how many did not succeed."""
+    began = time.time()
+    ids = asyncio.run(_submit(base_url, body, n))
+    rows = wait_all_terminal(r, ids, timeout=600)
+    last = max(float(row[1]) for row in rows)
+    return n / (last - began), sum(row[0] != b"succeeded" for row in rows)
+
+
+# ---- the run -------------------------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    workers: tuple[int, ...] = (1, 2, 4)
+    burst: dict[str, int] = field(default_factory=dict)
+    levels: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    seconds: float = 2.0
+
+
+def throughput_rounds(procs: Processes, env: dict, base: str, r: redis.Redis, cfg: Config) -> dict:
+    rates: dict[str, dict[int, tuple[float, int]]] = {name: {} for name in JOB_SHAPES}
+    started = 0
+    for count in cfg.workers:
+        while started < count:
+            started += 1
+            procs.start(f"worker{started}", [sys.executable, "-m", "service.cli", "worker"], env)
+        deadline = time.monotonic() + 120
+        while r.zcard("glassbox:workers") < count:
+            procs.check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{count} workers did not register")
+            time.sleep(0.1)
+        # Warm-up: every worker imports the kinds and loads retail-mlp before the timed bursts.
+        for body in JOB_SHAPES.values():
+            wait_all_terminal(r, asyncio.run(_submit(base, body, 3 * count)), timeout=300)
+        for name, body in JOB_SHAPES.items():
+            print(f"  {count} worker(s): {name} x {cfg.burst[name]}", file=sys.stderr, flush=True)
+            rates[name][count] = burst_rate(base, r, body, cfg.burst[name])
+    return rates
+
+
+def latency_levels(api: int, bare: int, requests: dict[str, tuple[list[bytes], list[bytes]]], cfg: Config,
+                   drain) -> dict[str, list[tuple[int, Load, Load]]]:  # fmt: skip
+    results: dict[str, list[tuple[int, Load, Load]]] = {}
+    for operation, (ours, baseline) in requests.items():
+        results[operation] = []
+        for clients in cfg.levels:
+            print(f"  {operation}: {clients} clients", file=sys.stderr, flush=True)
+            glassbox = asyncio.run(_load(api, ours, clients, cfg.seconds))
+            drain()
+            bare_load = asyncio.run(_load(bare, baseline, clients, cfg.seconds))
+            results[operation].append((clients, glassbox, bare_load))
+    return results
+
+
+def saturation(rows: list[tuple[int, Load, Load]]) -> int | None:
+    for (_, previous, _), (clients, load, _) in zip(rows, rows[1:], strict=False):
+        if load.rps < 1.10 * previous.rps:
+            return clients
+    return None
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"
+
+
+def build_report(command: str, cfg: Config, rates: dict, latency: dict) -> str:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    lines = [
+        "# Scaling and latency under load",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}; commit {commit.strip()}; {os.cpu_count()} CPUs. One redis-server, "
+        "one API process (auth off), the workers, the bare FastAPI app and this client all share the machine; "
+        "workers run with OMP_NUM_THREADS=1.",
+        "",
+        "## Throughput of small jobs by number of workers",
+        "",
+        "A burst submitted at once (16 concurrent POSTs); jobs/s from the first POST to the last `finished_at`. "
+        "Efficiency = rate(N) / (N x rate(1 worker)).",
+        "",
+        "| job | jobs per burst | " + " | ".join(f"{n} worker{'s' * (n > 1)}" for n in cfg.workers) + " | "
+        + " | ".join(f"efficiency {n}" for n in cfg.workers[1:]) + " |",
+        "|---|---:|" + "---:|" * (2 * len(cfg.workers) - 1),
+    ]  # fmt: skip
+    for name, by_workers in rates.items():
+        one = by_workers[cfg.workers[0]][0]
+        cells = [
+            f"{by_workers[n][0]:.1f}/s" + (f" ({by_workers[n][1]} failed)" if by_workers[n][1] else "")
+            for n in cfg.workers
+        ]
+        efficiency = [f"{by_workers[n][0] / (n * one):.0%}" for n in cfg.workers[1:]]
+        lines.append(f"| {name} | {cfg.burst[name]} | {' | '.join(cells)} | {' | '.join(efficiency)} |")
+    lines += [
+        "",
+        "## Latency at increasing concurrency, paired with a bare FastAPI endpoint",
+        "",
+        f"Each level: {cfg.seconds:g} s of Glassbox, then {cfg.seconds:g} s of the bare endpoint of the same shape "
+        "(bench/bare_app.py: a constant JSON for get and create, 64 KiB of constant bytes for download). "
+        "create = `POST /v1/jobs` of a 0-s job (one worker drains them; the queue is drained before the "
+        "paired bare run); get = `GET /v1/jobs/{id}` over 200 finished jobs; download = a 64 KiB artifact of "
+        "those jobs. Latencies in ms.",
+        "",
+        "| operation | clients | median | p99 | req/s | bare median | bare p99 | bare req/s | req/s vs bare | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for operation, rows in latency.items():
+        knee = saturation(rows)
+        for clients, ours, bare in rows:
+            mark = " (saturated)" if clients == knee else ""
+            lines.append(
+                f"| {operation} | {clients}{mark} | {ms(statistics.median(ours.latencies))} | "
+                f"{ms(percentile(ours.latencies, 99))} | {ours.rps:.0f} | {ms(statistics.median(bare.latencies))} | "
+                f"{ms(percentile(bare.latencies, 99))} | {bare.rps:.0f} | {ours.rps / bare.rps:.2f} | "
+                f"{ours.errors + bare.errors} |"
+            )
+    lines += [
+        "",
+        "Saturated: the first level whose requests/s is less than 10% above the previous level's; past it, "
+        "more clients only queue.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.scaling", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller bursts, fewer levels, shorter loads")
+    args = parser.parse_args(argv)
+    cfg = Config()
+    names = list(JOB_SHAPES)
+    if args.quick:
+        cfg.burst = {names[0]: 60, names[1]: 16, names[2]: 8}
+        cfg.levels, cfg.seconds = (1, 4, 16), 1.0
+    else:
+        cfg.burst = {names[0]: 200, names[1]: 48, names[2]: 24}
+    command = shlex.join(["uv", "run", "python", "-m", "bench.scaling", *(argv if argv is not None else sys.argv[1:])])
+
+    log_dir = Path(tempfile.mkdtemp(prefix="glassbox-bench-"))
+    procs = Processes(log_dir)
+    try:
+        redis_port, api_port, bare_port = free_port(), free_port(), free_port()
+        procs.start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no", "--dir", str(log_dir)], dict(os.environ))  # fmt: skip
+        redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        r = redis.Redis.from_url(redis_url)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GLASSBOX_")}
+        env.update(
+            GLASSBOX_REDIS_URL=redis_url,
+            GLASSBOX_PLUGINS="tests.plugins.lifecycle",
+            GLASSBOX_DEVICE="cpu",
+            GLASSBOX_MAX_CONCURRENT_JOBS_PER_TENANT="16",
+            OMP_NUM_THREADS="1",
+            PYTHONPATH=str(ROOT),
+        )
+        for _ in range(200):
+            try:
+                r.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.025)
+        ModelCatalog(r, Settings(redis_url=redis_url)).put("builtin", MODEL, {"id": MODEL})
+        procs.start(
+            "api", [sys.executable, "-m", "service.cli", "api", "--port", str(api_port), "--no-access-log"], env
+        )
+        procs.start("bare", [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(bare_port),
+                             "--no-access-log"], env)  # fmt: skip
+        base = f"http://127.0.0.1:{api_port}"
+        wait_http(f"{base}/livez", procs)
+        wait_http(f"http://127.0.0.1:{bare_port}/v1/jobs/x", procs)
+
+        print("1/2 throughput with 1, 2, 4 workers", file=sys.stderr, flush=True)
+        rates = throughput_rounds(procs, env, base, r, cfg)
+
+        print("2/2 latency at increasing concurrency", file=sys.stderr, flush=True)
+        body = {**JOB_SHAPES["0-s job"], "params": {"steps": 0, "artifact_bytes": ARTIFACT_BYTES}}
+        finished = asyncio.run(_submit(base, body, 200))
+        wait_all_terminal(r, finished, timeout=120)
+        create_body = json.dumps(JOB_SHAPES["0-s job"]).encode()
+        requests = {
+            "get": (
+                [raw_request("GET", f"/v1/jobs/{i}", api_port) for i in finished],
+                [raw_request("GET", f"/v1/jobs/{i}", bare_port) for i in finished],
+            ),
+            "download": (
+                [raw_request("GET", f"/v1/jobs/{i}/artifacts/payload.bin", api_port) for i in finished],
+                [raw_request("GET", f"/v1/jobs/{i}/artifacts/payload.bin", bare_port) for i in finished],
+            ),
+            "create": (
+                [raw_request("POST", "/v1/jobs", api_port, create_body)],
+                [raw_request("POST", "/v1/jobs", bare_port, create_body)],
+            ),
+        }
+
+        def drain() -> None:
+            deadline = time.monotonic() + 300
+            while unfinished_jobs(r):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the queue did not drain within 300 s")
+                time.sleep(0.05)
+
+        latency = latency_levels(api_port, bare_port, requests, cfg, drain)
+        procs.check_alive()
+        report = build_report(command, cfg, rates, latency)
+        print(report)
+        RESULTS.write_text(report)
+        return 0
+    finally:
+        procs.stop_all()
+
+
+def unfinished_jobs(r: redis.Redis) -> int:
+    """Jobs created but not finished, over all tenants: waiting for admission, queued or running."""
+    active = sum(r.scard(key) for key in r.scan_iter("glassbox:tenant:*:active"))
+    return active + sum(r.llen(key) for key in r.scan_iter("glassbox:tenant:*:waiting"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
