@@ -415,6 +415,21 @@ class AsyncJobReader:
                 record["_json"] = cached
         return cached.encode(), JobStatus(record["status"])
 
+    async def artifact(self, tenant: str, job_id: str, name: str) -> tuple[ArtifactRef, bytes] | None:
+        """One artifact of the tenant's finished job: its reference from the (cached) record and
+        its bytes, one Redis round trip in all for a job already read."""
+        record = await self.record(job_id)
+        if record is None or record.get("tenant") != tenant or not record.get("result"):
+            return None
+        refs = json.loads(record["result"]).get("artifacts", [])
+        ref = next((a for a in refs if a.get("name") == name), None)
+        if ref is None:
+            return None
+        data = await self.redis.get(self.keys.artifact(job_id, name))
+        if data is None:
+            return None
+        return ArtifactRef.model_validate(ref), data
+
     def forget(self, job_id: str) -> None:
         self._events_seen += 1
         self._cache.pop(job_id, None)
@@ -522,18 +537,6 @@ class JobStore:
         # Whether anything follows is only known by looking; an extra empty page is avoided.
         more = self.redis.zrevrangebylex(index, f"({last_seen}", "-", start=0, num=1)
         return found, encode_page_token(last_seen) if more else None
-
-    def artifact(self, tenant: str, job_id: str, name: str) -> tuple[ArtifactRef, bytes] | None:
-        job = self.get(tenant, job_id)
-        if job is None or job.result is None:
-            return None
-        ref = next((a for a in job.result.artifacts if a.name == name), None)
-        if ref is None:
-            return None
-        data = self.redis.get(self.keys.artifact(job_id, name))
-        if data is None:
-            return None
-        return ref, data
 
     # ---- client transitions -----------------------------------------------------------
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import redis
 
-from service.settings import Settings
+from service.settings import BUILTIN_SCOPE, Settings
 
-BUILTIN_SCOPE = "builtin"
+__all__ = ["BUILTIN_SCOPE", "ModelCatalog"]
 
 
 class ModelCatalog:

@@ -14,6 +14,9 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:\d+)$"
+# The catalog scope of the built-in models and datasets, which every tenant reads: no tenant may
+# be called that, or its uploads would be everyone's (and it could delete the built-ins).
+BUILTIN_SCOPE = "builtin"
 
 
 class Settings(BaseSettings):
@@ -32,8 +35,8 @@ class Settings(BaseSettings):
     )
     api_keys: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
-        description="Comma-separated `tenant:key` pairs. Empty: open local mode (one tenant, "
-        "`local`, no authentication).",
+        description="Comma-separated `tenant:key` pairs (`builtin` is reserved). Empty: open local "
+        "mode (one tenant, `local`, no authentication).",
     )
     result_ttl_seconds: int = Field(
         default=86400, ge=60, description="How long a finished job and its artifacts are kept."
@@ -127,6 +130,8 @@ class Settings(BaseSettings):
                 raise ValueError(f"expected `tenant:key` pairs separated by commas, got {pair!r}")
             if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", tenant.strip()):
                 raise ValueError(f"tenant names use letters, digits, `_`, `.` and `-`: {tenant!r}")
+            if tenant.strip() == BUILTIN_SCOPE:
+                raise ValueError(f"the tenant name {BUILTIN_SCOPE!r} is reserved for the built-in models and datasets")
             if key.strip() in keys:
                 raise ValueError("the same API key is given to two tenants")
             keys[key.strip()] = tenant.strip()

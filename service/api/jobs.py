@@ -233,14 +233,14 @@ def delete_job(job_id: JobId, tenant: Tenant, store: Store, request: Request) ->
         **problem_responses(401, 404, 503),
     },
 )
-def get_artifact(
+async def get_artifact(
     job_id: JobId,
     name: Annotated[str, Path(pattern=ARTIFACT_NAME_PATTERN)],
     tenant: Tenant,
-    store: Store,
+    request: Request,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    found = store.artifact(tenant, job_id, name)
+    found = await request.app.state.reader.artifact(tenant, job_id, name)
     if found is None:
         raise ProblemError(404, "artifact-not-found", f"Job {job_id!r} has no artifact {name!r}.")
     ref, data = found
