@@ -64,7 +64,9 @@ REAL_SPECS = {
 class ChaosConfig:
     workers: int = 3
     duration: float = 60.0  # seconds of load; then no new jobs, and the rest must settle
-    clients: int = 8
+    clients: int = 8  # each creates a job, follows it to its end, downloads it, and again
+    submitters: int = 1  # each creates a job every `submit_every` seconds without waiting for it
+    submit_every: float = 1.0
     kill_every: float = 3.0  # mean seconds between worker kills (uniform 0.5x..1.5x)
     redis_restart_at: float = 0.5  # fraction of the duration
     redis_down_seconds: float = 2.0
@@ -89,6 +91,7 @@ class Tally:
 class ChaosReport:
     config: ChaosConfig
     accepted: int
+    by_spec: Counter  # "lifecycle", "deconvnet", "tabular_attribution" -> accepted jobs
     outcomes: Counter  # "succeeded", "failed: worker-lost", ...
     intact_artifacts: int
     problems: list[str]  # anything that is not a clean account: must be empty
@@ -111,19 +114,23 @@ class ChaosReport:
             f"Command: `{command}`",
             "",
             f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {os.cpu_count()} CPUs. `glassbox up --workers {c.workers}` "
-            f"with its own redis-server (append-only file, appendfsync everysec); {c.clients} clients for "
-            f"{c.duration:g} s; one worker SIGKILLed every ~{c.kill_every:g} s; redis-server SIGKILLed once at "
+            f"with its own redis-server (append-only file, appendfsync everysec); for {c.duration:g} s, "
+            f"{c.clients} clients that each create a job, poll it to its end and download its artifacts, and "
+            f"{c.submitters} that create one every {c.submit_every:g} s; {c.real_fraction:.0%} of the jobs are "
+            f"real (deconvnet on shapes-cnn, tabular_attribution on retail-mlp), the rest `test-lifecycle` "
+            f"(0.05-2 s, up to 300 kB of artifacts); one worker SIGKILLed every ~{c.kill_every:g} s; redis-server SIGKILLed once at "
             f"{c.redis_restart_at:.0%} of the run and restarted after {c.redis_down_seconds:g} s on the same data. "
             f"Worker heartbeat 0.5 s, lost after 3 s, one retry after a lost worker.",
             "",
             "| Count | Value |",
             "|---|---|",
-            f"| jobs accepted (202) | {self.accepted} |",
+            f"| jobs accepted (202) | {self.accepted} ({_counts(self.by_spec)}) |",
         ]
         for outcome, count in sorted(self.outcomes.items()):
             lines.append(f"| ... {outcome} | {count} |")
         lines += [
-            f"| succeeded jobs whose every artifact matched (recorded sha256 and expected bytes) | "
+            "| succeeded jobs whose every artifact matched (recorded sha256, and the expected bytes: a function "
+            f"of the job id for test-lifecycle, the same bytes for every job of one spec for the real kinds) | "
             f"{self.intact_artifacts} |",
             f"| missing, stuck, wrong outcome or corrupt artifact | **{len(self.problems)}** |",
             f"| jobs listed for the tenant but never acknowledged to the client | {self.listed_not_accepted} |",
@@ -276,6 +283,19 @@ class ChaosRun:
                     self.tally.accepted[job_id] = name
                 self.follow(client, job_id)
 
+    def submitter_loop(self, index: int) -> None:
+        """Creates keep coming while Redis is down: each one must still be accepted exactly once."""
+        rng = random.Random(f"{self.config.seed}:submitter:{index}")
+        with httpx.Client(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {TENANT_KEY}"}, timeout=15
+        ) as client:
+            while not self.stop_load.wait(self.config.submit_every):
+                name, spec = self.choose_spec(rng)
+                job_id = self.create(client, spec)
+                if job_id is not None:
+                    with self.tally.lock:
+                        self.tally.accepted[job_id] = name
+
     def create(self, client: httpx.Client, spec: dict) -> str | None:
         key = str(uuid.uuid4())
         deadline = time.monotonic() + 60
@@ -349,6 +369,10 @@ class ChaosRun:
             clients = [
                 threading.Thread(target=self.client_loop, args=(i,), daemon=True) for i in range(self.config.clients)
             ]
+            clients += [
+                threading.Thread(target=self.submitter_loop, args=(i,), daemon=True)
+                for i in range(self.config.submitters)
+            ]
             chaos = threading.Thread(target=self.chaos_loop, daemon=True)
             for thread in [*clients, chaos]:
                 thread.start()
@@ -402,6 +426,7 @@ class ChaosRun:
         return ChaosReport(
             config=self.config,
             accepted=len(jobs),
+            by_spec=Counter(self.tally.accepted.values()),
             outcomes=outcomes,
             intact_artifacts=intact,
             problems=problems,
