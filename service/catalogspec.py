@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from service.plain_json import check_plain_json
+
 
 class Layer(BaseModel):
     name: str = Field(description="Dotted module name; `@k` marks the k-th extra call of a reused module, "
@@ -90,6 +92,12 @@ class ModelManifest(BaseModel):
     """The `manifest` part of a model upload (a JSON document)."""
 
     model_config = {"extra": "forbid"}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_json(cls, data: Any) -> Any:
+        check_plain_json(data, "manifest")
+        return data
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     kind: Literal["image", "tabular"]

@@ -6,13 +6,14 @@ worker reads the same records and validates `params` with the same per-kind mode
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from service.plain_json import check_plain_json
 
 
 class JobStatus(StrEnum):
@@ -62,17 +63,6 @@ class WebhookSpec(BaseModel):
     )
 
 
-def _reject_non_finite(value: Any, path: str) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{path} is {value}: numbers must be finite")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _reject_non_finite(item, f"{path}.{key}")
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _reject_non_finite(item, f"{path}[{index}]")
-
-
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -96,11 +86,10 @@ class JobCreate(BaseModel):
         description="Ask for a shorter time limit than the service's "
         "`GLASSBOX_JOB_TIMEOUT_SECONDS` (a longer one is refused).",
     )
-    @field_validator("params", "metadata")
+    @field_validator("kind", "model", "params", "metadata", "webhook", mode="before")
     @classmethod
-    def _finite(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        # JSON has no NaN or infinity; Python's parser accepts them, so they are refused here.
-        _reject_non_finite(value, info.field_name)
+    def _plain_json(cls, value: Any, info: ValidationInfo) -> Any:
+        check_plain_json(value, info.field_name)
         return value
 
     webhook: WebhookSpec | None = Field(

@@ -118,6 +118,27 @@ class DatasetSummary:
     names: list[str] = field(default_factory=list)
 
 
+def check_image_header(data: bytes, label: str) -> tuple[int, int]:
+    """(width, height) from the image's header, refusing other formats and decompression bombs
+    before anything decodes the pixels."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image_format, (width, height) = image.format, image.size
+    except Image.DecompressionBombError as exc:  # Pillow's own, far larger, limit
+        raise UploadRejected(f"{label} declares too many pixels: {exc} (decompression bomb guard)") from exc
+    except Exception as exc:  # Pillow raises many types for corrupt files
+        raise UploadRejected(f"{label} is not a readable PNG or JPEG image: {exc}") from exc
+    if image_format not in IMAGE_FORMATS:
+        raise UploadRejected(f"{label} is {image_format}; accepted: PNG, JPEG")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise UploadRejected(
+            f"{label} has {width}x{height} pixels; at most {MAX_IMAGE_PIXELS} (decompression bomb guard)"
+        )
+    return width, height
+
+
 def check_image_zip(data: bytes) -> DatasetSummary:
     from PIL import Image
 
@@ -147,18 +168,10 @@ def check_image_zip(data: bytes) -> DatasetSummary:
     sizes = set()
     for info in sorted(images, key=lambda i: i.filename):
         blob = archive.read(info)
+        width, height = check_image_header(blob, repr(info.filename))
         try:
             with Image.open(io.BytesIO(blob)) as image:
-                if image.format not in IMAGE_FORMATS:
-                    raise UploadRejected(f"{info.filename!r} is {image.format}; accepted: PNG, JPEG")
-                width, height = image.size
-                if width * height > MAX_IMAGE_PIXELS:
-                    raise UploadRejected(
-                        f"{info.filename!r} has {width}x{height} pixels; at most {MAX_IMAGE_PIXELS} (decompression bomb guard)"
-                    )
                 image.verify()
-        except UploadRejected:
-            raise
         except Exception as exc:  # Pillow raises many types for corrupt files
             raise UploadRejected(f"{info.filename!r} is not a readable PNG or JPEG image: {exc}") from exc
         sizes.add((height, width))

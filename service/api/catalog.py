@@ -100,6 +100,8 @@ def upload_model(
         parsed = ModelManifest.model_validate(json.loads(manifest))
     except json.JSONDecodeError as exc:
         raise invalid(["body", "manifest"], f"not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise invalid(["body", "manifest"], "nested too deeply to be a manifest") from exc
     except ValidationError as exc:
         raise nested_validation_problem(exc, "manifest", "invalid-manifest") from exc
     if parsed.architecture is not None:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from service.jobspec import JobKind
 from service.layers import check_position, check_units, find_layer
 from service.problems import invalid
+from service.uploads import UploadRejected, check_image_header
 
 MAX_INLINE_IMAGES = 64
 MAX_INLINE_IMAGE_BYTES = 4 * 1024 * 1024
@@ -69,8 +70,10 @@ class DeconvnetParams(BaseModel):
                 raise ValueError(f"images[{index}] is not base64") from exc
             if len(data) > MAX_INLINE_IMAGE_BYTES:
                 raise ValueError(f"images[{index}] is over {MAX_INLINE_IMAGE_BYTES} bytes; upload a dataset instead")
-            if not (data[:8] == b"\x89PNG\r\n\x1a\n" or data[:3] == b"\xff\xd8\xff"):
-                raise ValueError(f"images[{index}] is neither PNG nor JPEG")
+            try:
+                check_image_header(data, f"images[{index}]")
+            except UploadRejected as exc:
+                raise ValueError(str(exc)) from None
         return images
 
     @model_validator(mode="after")
