@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -31,6 +31,12 @@ class JobStatus(StrEnum):
 TERMINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.canceled})
 
 
+class DatasetUse(NamedTuple):
+    loc: tuple[str | int, ...]  # where the id is, under `params`
+    dataset_id: str
+    kind: Literal["images", "table"]
+
+
 class JobKind(BaseModel):
     """A kind of job: its name, the model of its `params`, and the worker function that runs it.
 
@@ -47,6 +53,9 @@ class JobKind(BaseModel):
     # Optional submit-time check against the model's catalog record, `check(params, record)`:
     # raises service.problems.ProblemError (e.g. via service.layers) for a bad layer or unit.
     check: Callable[[Any, dict[str, Any]], None] | None = None
+    # Optional: the datasets the params name, so that the API refuses an unknown one (or one of
+    # the wrong kind) at submit, instead of a worker failing the job later.
+    datasets: Callable[[Any], list[DatasetUse]] | None = None
 
 
 WebhookEvent = Literal["running", "succeeded", "failed", "canceled"]

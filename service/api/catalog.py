@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Path, Request, Response, UploadFile
 from pydantic import ValidationError
 
-from service.api.deps import Store, problem_responses
+from service.api.deps import Datasets, Store, problem_responses
 from service.auth import Tenant
 from service.blobs import BlobStore
 from service.builtin_kinds import MODEL_INSPECTION
@@ -26,10 +26,6 @@ BUILTIN_ARCHITECTURES = ("shapes-cnn", "tabular-mlp")
 DATASET_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
-async def get_datasets(request: Request) -> ModelCatalog:
-    return request.app.state.datasets
-
-
 async def get_models(request: Request) -> ModelCatalog:
     return request.app.state.catalog
 
@@ -39,7 +35,6 @@ async def get_blobs(request: Request) -> BlobStore:
 
 
 Models = Annotated[ModelCatalog, Depends(get_models)]
-Datasets = Annotated[ModelCatalog, Depends(get_datasets)]
 Blobs = Annotated[BlobStore, Depends(get_blobs)]
 
 

@@ -38,10 +38,15 @@ async def get_catalog(request: Request) -> ModelCatalog:
     return request.app.state.catalog
 
 
+async def get_datasets(request: Request) -> ModelCatalog:
+    return request.app.state.datasets
+
+
 async def get_kinds(request: Request) -> dict[str, JobKind]:
     return request.app.state.kinds
 
 
 Store = Annotated[JobStore, Depends(get_store)]
 Catalog = Annotated[ModelCatalog, Depends(get_catalog)]
+Datasets = Annotated[ModelCatalog, Depends(get_datasets)]
 Kinds = Annotated[dict[str, JobKind], Depends(get_kinds)]

@@ -10,10 +10,11 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
-from service.api.deps import Catalog, Kinds, Store, problem_responses
+from service.api.deps import Catalog, Datasets, Kinds, Store, problem_responses
 from service.auth import Tenant, get_settings
 from service.jobs import CancelOutcome, decode_page_token, record_to_job, request_fingerprint
-from service.jobspec import Job, JobCreate, JobPage, JobStatus, KindInfo
+from service.jobspec import DatasetUse, Job, JobCreate, JobPage, JobStatus, KindInfo
+from service.model_catalog import ModelCatalog
 from service.model_refs import ModelRefError, parse_model_ref
 from service.problems import ProblemError, invalid, nested_validation_problem
 from service.settings import Settings
@@ -64,6 +65,7 @@ def create_job(
     tenant: Tenant,
     store: Store,
     catalog: Catalog,
+    datasets: Datasets,
     kinds: Kinds,
     settings: Annotated[Settings, Depends(get_settings)],
     idempotency_key: Annotated[
@@ -95,6 +97,8 @@ def create_job(
         raise invalid(["body", "model"], f"unknown model {body.model!r}; allowed: {allowed}", "unknown-model")
     if kind.check is not None:
         kind.check(params, model_record)
+    for use in kind.datasets(params) if kind.datasets is not None else []:
+        _check_dataset(use, tenant, datasets)
     timeout = body.timeout_seconds or settings.job_timeout_seconds
     if timeout > settings.job_timeout_seconds:
         raise invalid(
@@ -134,6 +138,18 @@ def create_job(
     if not outcome.created:
         response.headers["Idempotent-Replayed"] = "true"
     return job
+
+
+def _check_dataset(use: DatasetUse, tenant: str, datasets: ModelCatalog) -> None:
+    loc = ["body", "params", *use.loc]
+    record = datasets.get(tenant, use.dataset_id)
+    if record is None:
+        allowed = ", ".join(r["id"] for r in datasets.records(tenant) if r.get("kind") == use.kind) or "none"
+        raise invalid(loc, f"unknown dataset {use.dataset_id!r}; allowed ({use.kind}): {allowed}", "unknown-dataset")
+    if record.get("kind") != use.kind:
+        raise invalid(
+            loc, f"dataset {use.dataset_id!r} holds {record.get('kind')}; this needs {use.kind}", "wrong-dataset-kind"
+        )
 
 
 @router.get(

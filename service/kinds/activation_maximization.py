@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from service.jobspec import JobKind
+from service.jobspec import DatasetUse, JobKind
 from service.layers import MAX_CHOICES_LISTED, check_position, check_units, find_layer
 from service.problems import invalid
 
@@ -414,5 +414,8 @@ JOB_KINDS = [
         "in one batched optimization; result.json reports each image's activation, its robustness to "
         "transforms, its ratio to the strongest dataset example and whether the unit is the top one.",
         check=check_activation_maximization,
+        datasets=lambda params: (
+            [DatasetUse(("reference_dataset",), params.reference_dataset, "images")] if params.reference_dataset else []
+        ),
     )
 ]

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from service.jobspec import JobKind
+from service.jobspec import DatasetUse, JobKind
 from service.layers import check_position, check_units, find_layer
 from service.problems import invalid
 from service.uploads import UploadRejected, check_image_header
@@ -113,5 +113,6 @@ JOB_KINDS = [
         "most and the projection of its strongest activation back to pixel space (also guided "
         "backpropagation and plain gradient saliency).",
         check=check_deconvnet,
+        datasets=lambda params: [DatasetUse(("dataset",), params.dataset, "images")] if params.dataset else [],
     )
 ]

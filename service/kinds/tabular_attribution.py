@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.jobspec import JobKind
+from service.jobspec import DatasetUse, JobKind
 from service.layers import find_layer
 from service.problems import ProblemError, invalid
 from service.tabular_cells import cell_problem, listed_categories
@@ -317,6 +317,13 @@ def _check_target(params: TabularAttributionParams, record: dict[str, Any]) -> N
         )
 
 
+def tabular_datasets(params: TabularAttributionParams) -> list[DatasetUse]:
+    uses = [DatasetUse(("dataset",), params.dataset, "table")] if params.dataset else []
+    if isinstance(params.baseline, BackgroundBaseline):
+        uses.append(DatasetUse(("baseline", "background"), params.baseline.background, "table"))
+    return uses
+
+
 JOB_KINDS = [
     JobKind(
         name="tabular_attribution",
@@ -328,5 +335,6 @@ JOB_KINDS = [
         f"(up to {MAX_EXACT_SHAPLEY_VARIABLES} variables). Categorical variables are reported as one "
         "variable. Also the rows that activate the target most and the input that maximizes it.",
         check=check_tabular_attribution,
+        datasets=tabular_datasets,
     )
 ]

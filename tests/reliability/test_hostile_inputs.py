@@ -582,6 +582,12 @@ def hostile_rows(world: World, p: Payloads) -> list[Row]:
             (world.bob_model,), ("body", "model"), job("deconvnet", world.bob_model, layer="features.0", dataset="shapes-val")),
         Row("another tenant's dataset", "GET", f"/v1/datasets/{world.bob_dataset}", 404, "dataset-not-found", "",
             (world.bob_dataset,)),
+        Row("a job on another tenant's dataset", "POST", "/v1/jobs", 422, "unknown-dataset",
+            f"params.dataset='{world.bob_dataset}'", (world.bob_dataset,), ("body", "params", "dataset"),
+            job("tabular_attribution", "retail-mlp", dataset=world.bob_dataset)),
+        Row("a table job on an image dataset", "POST", "/v1/jobs", 422, "wrong-dataset-kind",
+            "params.baseline.background='shapes-val'", ("shapes-val", "table"), ("body", "params", "baseline", "background"),
+            job("tabular_attribution", "retail-mlp", dataset="retail-sample", baseline={"background": "shapes-val"})),
         Row("delete another tenant's dataset", "DELETE", f"/v1/datasets/{world.bob_dataset}", 404,
             "dataset-not-found", "", (world.bob_dataset,)),
     ]  # fmt: skip

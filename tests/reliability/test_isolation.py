@@ -8,8 +8,7 @@ Idempotency-Keys), an uploaded model and an uploaded dataset. Bob, the other ten
   nothing tells "exists but not yours" from "does not exist"; Alice's resources stay as they were;
 - lists jobs with every combination of the filters and page size, following every page, and with
   Alice's page tokens, and lists models and datasets: none of Alice's ids ever shows;
-- names Alice's model in a job (refused exactly as an unknown model), and Alice's dataset (the job
-  fails exactly as with an unknown dataset); reuses Alice's model and dataset names for his own
+- names Alice's model or dataset in a job (refused exactly as an unknown model or dataset); reuses Alice's model and dataset names for his own
   uploads without a conflict, without seeing or deleting hers;
 - reuses Alice's Idempotency-Keys (same and another body) and gets new jobs of his own, while
   Alice's replays still answer her original jobs;
@@ -394,20 +393,29 @@ def test_a_job_naming_another_tenants_model_is_refused_as_an_unknown_model(world
     world.assert_alice_unchanged("model")
 
 
-def test_a_job_naming_another_tenants_dataset_fails_as_with_an_unknown_dataset(world):
+@pytest.mark.parametrize(
+    ("kind", "params", "loc"),
+    [
+        ("deconvnet", {"layer": "features.0", "top_channels": 1, "top_k": 1}, ["dataset"]),
+        ("activation_maximization", {"objective": {"type": "channel", "layer": "features.0", "units": [0]},
+                                     "steps": 1}, ["reference_dataset"]),
+    ],
+)  # fmt: skip
+def test_a_job_naming_another_tenants_dataset_is_refused_as_an_unknown_dataset(world, kind, params, loc):
     fake = fake_like(ALICE_DATASET)
-    params = {"layer": "features.0", "top_channels": 1, "top_k": 1}
-    finals = []
-    for dataset in (ALICE_DATASET, fake):
-        response = world.bob.post(
-            "/v1/jobs", json={"kind": "deconvnet", "model": "shapes-cnn", "params": {**params, "dataset": dataset}}
-        )
-        assert response.status_code == 202, response.text
-        finals.append(world.stack.wait_status(world.bob, response.json()["id"], TERMINAL, timeout=60))
-    theirs, missing = finals
-    assert theirs["status"] == missing["status"] == "failed", theirs
-    assert theirs["error"]["type"] == missing["error"]["type"] and theirs["error"]["title"] == missing["error"]["title"]
-    assert theirs["error"]["detail"].replace(ALICE_DATASET, "<id>") == missing["error"]["detail"].replace(fake, "<id>")
+
+    def submit(dataset: str) -> httpx.Response:
+        body = {**params, loc[0]: dataset}
+        return world.bob.post("/v1/jobs", json={"kind": kind, "model": "shapes-cnn", "params": body})
+
+    theirs, missing = submit(ALICE_DATASET), submit(fake)
+    assert theirs.status_code == missing.status_code == 422, theirs.text
+    assert theirs.headers["content-type"].startswith(PROBLEM)
+    assert theirs.json()["type"].endswith("/unknown-dataset")
+    assert theirs.json()["errors"][0]["loc"] == ["body", "params", *loc]
+    # Same problem, same `allowed` list (Bob's and the built-in image datasets), whatever the name.
+    assert theirs.text.replace(ALICE_DATASET, "<id>") == missing.text.replace(fake, "<id>")
+    assert ALICE_DATASET not in theirs.json()["detail"].split("allowed", 1)[1]
     world.assert_alice_unchanged("dataset")
 
 
