@@ -114,7 +114,8 @@ class Settings(BaseSettings):
     )
     data_dir: str = Field(
         default=".glassbox",
-        description="Where `glassbox up` keeps the private redis-server's data.",
+        description="Where `glassbox up` keeps the private redis-server's data, and workers their "
+        "torchvision catalog cache.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -150,3 +150,22 @@ def test_capture_activation_returns_the_layer_output_and_stops_there():
         capture_activation(model, x, "nope")
     with pytest.raises(KeyError):
         capture_activation(model, x, "act@5")
+
+
+def test_torchvision_catalog_records_are_kept_per_version_and_a_worker_starts_without_torchvision(tmp_path):
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    from worker.models.torchvision_models import catalog_record, catalog_records, classification_architectures
+
+    records = catalog_records(tmp_path)
+    assert records == [catalog_record(a) for a in classification_architectures()]
+    cache = tmp_path / f"torchvision-{importlib.metadata.version('torchvision')}-catalog.json"
+    assert json.loads(cache.read_text()) == records and not list(tmp_path.glob("*.tmp"))
+    cache.write_text(json.dumps([{"id": "torchvision/from-the-cache"}]))
+    assert catalog_records(tmp_path) == [{"id": "torchvision/from-the-cache"}]
+    # Importing torchvision (and torch._dynamo with it) would double a worker's start.
+    probe = "import sys, worker.main; print('torchvision' in sys.modules, 'torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]

@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import redis
 from rq import SimpleWorker
@@ -26,8 +27,7 @@ from worker.device import resolve_device
 from worker.models.builtin import BUILTIN_MODELS, builtin_dataset_records
 from worker.models.cache import ModelCache
 from worker.models.loader import ModelLoader
-from worker.models.torchvision_models import catalog_record as torchvision_record
-from worker.models.torchvision_models import classification_architectures
+from worker.models.torchvision_models import catalog_records as torchvision_records
 from worker.runtime import WorkerRuntime, running_with
 
 log = logging.getLogger("glassbox.worker")
@@ -80,7 +80,9 @@ class Heartbeat(threading.Thread):
             self.stopped.wait(settings.worker_heartbeat_seconds)
 
 
-def register_builtins(models: ModelLoader, datasets: ModelCatalog, plugin_models: list[dict]) -> None:
+def register_builtins(
+    models: ModelLoader, datasets: ModelCatalog, plugin_models: list[dict], cache_dir: Path | None = None
+) -> None:
     """Publish what this worker can load, for the API to validate jobs against: the built-in
     models (inspected now: they are small, so their layers are listed from the start), the
     torchvision architectures (layers listed once a job has loaded one), plugin models and the
@@ -97,8 +99,7 @@ def register_builtins(models: ModelLoader, datasets: ModelCatalog, plugin_models
                 except Exception as exc:  # a broken install must not take the worker down
                     log.exception("built-in model %s does not load", model.id)
                     catalog.put(BUILTIN_SCOPE, model.id, {**model.catalog_record(), "status": "failed", "error": str(exc)})
-            for architecture in classification_architectures():
-                record = torchvision_record(architecture)
+            for record in torchvision_records(cache_dir):
                 catalog.put_if_absent(BUILTIN_SCOPE, record["id"], record)
             for record in plugin_models:
                 info = ModelInfo.model_validate({"name": record["id"], "source": "plugin", **record})
@@ -136,7 +137,7 @@ def run_worker(settings: Settings) -> int:
         models=ModelLoader(catalog, blobs, ModelCache(settings.model_cache_bytes), device),
         datasets=DatasetLoader(dataset_catalog, blobs),
     )
-    register_builtins(runtime.models, dataset_catalog, plugins.models)
+    register_builtins(runtime.models, dataset_catalog, plugins.models, Path(settings.data_dir) / "cache")
     log.info("worker %s on %s, kinds: %s", runtime.name, runtime.device, ", ".join(runtime.kinds) or "none")
     heartbeat = Heartbeat(runtime)
     heartbeat.start()

@@ -1,12 +1,18 @@
-"""torchvision classification architectures, with pretrained or seeded random weights."""
+"""torchvision classification architectures, with pretrained or seeded random weights.
+
+torchvision is imported only where it is needed: importing it (and the torch._dynamo it pulls in)
+takes most of a worker's start, and a worker that never loads a torchvision model never needs it.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 from torch import nn
 
 from service.model_refs import TORCHVISION_PREFIX, ModelRef
@@ -17,10 +23,14 @@ class WeightsUnavailable(RuntimeError):
 
 
 def classification_architectures() -> list[str]:
+    import torchvision
+
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
 def _default_weights(architecture: str):
+    import torchvision
+
     return torchvision.models.get_model_weights(architecture).DEFAULT
 
 
@@ -64,7 +74,30 @@ def catalog_record(architecture: str) -> dict[str, Any]:
     }
 
 
+def catalog_records(cache_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Every architecture's catalog record. They depend only on the torchvision version, so they
+    are kept in `cache_dir` per version: later worker starts read them without torchvision."""
+    cache = cache_dir / f"torchvision-{importlib.metadata.version('torchvision')}-catalog.json" if cache_dir else None
+    if cache is not None:
+        try:
+            return json.loads(cache.read_text())
+        except (OSError, ValueError):
+            pass
+    records = [catalog_record(architecture) for architecture in classification_architectures()]
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            partial = cache.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(json.dumps(records))
+            partial.replace(cache)  # whole or absent, for the other workers reading it
+        except OSError:
+            pass  # a read-only data dir: every start lists them again
+    return records
+
+
 def load_torchvision(ref: ModelRef) -> nn.Module:
+    import torchvision
+
     architecture = ref.architecture
     if architecture not in classification_architectures():
         raise ValueError(f"unknown torchvision architecture {architecture!r}")
