@@ -113,7 +113,7 @@ class ChaosReport:
             "",
             f"Command: `{command}`",
             "",
-            f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {os.cpu_count()} CPUs. `glassbox up --workers {c.workers}` "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}; commit {_commit()}; {os.cpu_count()} CPUs. `glassbox up --workers {c.workers}` "
             f"with its own redis-server (append-only file, appendfsync everysec); for {c.duration:g} s, "
             f"{c.clients} clients that each create a job, poll it to its end and download its artifacts, and "
             f"{c.submitters} that create one every {c.submit_every:g} s; {c.real_fraction:.0%} of the jobs are "
@@ -144,6 +144,11 @@ class ChaosReport:
         if self.problems:
             lines += ["", "Problems:", ""] + [f"- {p}" for p in self.problems[:50]]
         return "\n".join(lines) + "\n"
+
+
+def _commit() -> str:
+    found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return found.stdout.strip() or "unknown"
 
 
 def _counts(counter: Counter) -> str:
