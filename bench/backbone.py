@@ -34,13 +34,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import redis
 
 from bench import results_dir
+from bench.httpload import LoadResult, raw_request, run_load
 from service.model_catalog import ModelCatalog
 from service.settings import Settings
 
@@ -49,6 +49,7 @@ RESULTS = results_dir() / "backbone.md"
 BIN = Path(sys.executable).parent
 MODEL = "bench-model"
 KIND = "test-lifecycle"
+TERMINAL = (b"succeeded", b"failed", b"canceled")
 
 
 # ---- process management ---------------------------------------------------------------
@@ -144,62 +145,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-@dataclass
-class LoadResult:
-    latencies: list[float] = field(default_factory=list)
-    elapsed: float = 0.0
-    errors: int = 0
-    server_cpu: float = 0.0  # CPU seconds of the server process during the load
-
-    @property
-    def cpu_per_request(self) -> float:
-        return self.server_cpu / len(self.latencies) if self.latencies else float("nan")
-
-    @property
-    def rps(self) -> float:
-        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
-
-
-async def _client(port: int, path: str, deadline: float, out: LoadResult) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
-    try:
-        while time.perf_counter() < deadline:
-            start = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            await reader.readexactly(length)
-            out.latencies.append(time.perf_counter() - start)
-            if not head.startswith(b"HTTP/1.1 200"):
-                out.errors += 1
-    finally:
-        writer.close()
-
-
-async def _load(port: int, path: str, clients: int, seconds: float) -> LoadResult:
-    out = LoadResult()
-    start = time.perf_counter()
-    await asyncio.gather(*(_client(port, path, start + seconds, out) for _ in range(clients)))
-    out.elapsed = time.perf_counter() - start
-    return out
-
-
 def read_load(api: tuple[int, int], bare: tuple[int, int], job_id: str, clients: int, seconds: float, rounds: int) -> dict:
     """`api` and `bare` are (port, pid) of the two servers."""
     path = f"/v1/jobs/{job_id}"
+    requests = {port: [raw_request("GET", path, port)] for port, _ in (bare, api)}
     results = {"bare": LoadResult(), "status": LoadResult()}
     servers = {"bare": bare, "status": api}
     for port, _ in (bare, api):  # warm-up of both servers
-        asyncio.run(_load(port, path, clients, 0.5))
+        run_load(port, requests[port], clients, 0.5)
     for _ in range(rounds):  # alternated, so that machine noise hits both
         for name in ("bare", "status"):
             port, pid = servers[name]
             cpu_before = cpu_seconds(pid)
-            r = asyncio.run(_load(port, path, clients, seconds))
+            r = run_load(port, requests[port], clients, seconds)
             target = results[name]
             target.server_cpu += cpu_seconds(pid) - cpu_before
             target.latencies += r.latencies
@@ -304,14 +262,14 @@ def overhead_sse(client: httpx.Client, r: redis.Redis, n: int) -> dict:
     return {"wall": walls, "finished_to_seen": f2seen}
 
 
-async def _submit_burst(base_url: str, n: int, concurrency: int) -> list[str]:
+async def _submit(base_url: str, body: dict, n: int, concurrency: int) -> list[str]:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
         gate = asyncio.Semaphore(concurrency)
 
         async def one() -> str:
             async with gate:
-                response = await client.post("/v1/jobs", json=job_body(steps=0))
+                response = await client.post("/v1/jobs", json=body)
                 if response.status_code != 202:
                     raise RuntimeError(f"create failed: {response.status_code} {response.text}")
                 return response.json()["id"]
@@ -319,23 +277,34 @@ async def _submit_burst(base_url: str, n: int, concurrency: int) -> list[str]:
         return await asyncio.gather(*(one() for _ in range(n)))
 
 
-def burst(base_url: str, r: redis.Redis, n: int) -> dict:
-    time.sleep(0.2)
-    w0 = time.time()
-    ids = asyncio.run(_submit_burst(base_url, n, concurrency=16))
-    submitted = time.time() - w0
-    deadline = time.monotonic() + 120
+def submit_jobs(base_url: str, body: dict, n: int, concurrency: int = 16) -> list[str]:
+    """`n` jobs of `body` created at once (`concurrency` POSTs in flight); their ids."""
+    return asyncio.run(_submit(base_url, body, n, concurrency))
+
+
+def wait_all_terminal(r: redis.Redis, ids: list[str], timeout: float) -> list[list[bytes | None]]:
+    """[status, finished_at] of every job once all have ended (read from Redis directly)."""
+    deadline = time.monotonic() + timeout
     while True:
         pipe = r.pipeline(transaction=False)
         for job_id in ids:
-            pipe.hmget(f"glassbox:job:{job_id}", "status", "finished_at", "created_at")
-        rows = [[(v.decode() if v else "") for v in row] for row in pipe.execute()]
-        if all(row[0] in ("succeeded", "failed", "canceled") for row in rows):
-            break
+            pipe.hmget(f"glassbox:job:{job_id}", "status", "finished_at")
+        rows = pipe.execute()
+        if all(row[0] in TERMINAL for row in rows):
+            return rows
         if time.monotonic() > deadline:
-            raise RuntimeError("burst did not finish within 120 s")
+            waiting = sum(row[0] not in TERMINAL for row in rows)
+            raise RuntimeError(f"{waiting} of {len(ids)} jobs not finished within {timeout} s")
         time.sleep(0.02)
-    failed = sum(row[0] != "succeeded" for row in rows)
+
+
+def burst(base_url: str, r: redis.Redis, n: int) -> dict:
+    time.sleep(0.2)
+    w0 = time.time()
+    ids = submit_jobs(base_url, job_body(steps=0), n)
+    submitted = time.time() - w0
+    rows = wait_all_terminal(r, ids, timeout=120)
+    failed = sum(row[0] != b"succeeded" for row in rows)
     last_finished = max(float(row[1]) for row in rows)
     total = last_finished - w0
     return {"n": n, "submit_s": submitted, "total_s": total, "failed": failed}

@@ -23,10 +23,8 @@ two cores with eight torch threads) and bench/bare_app.py. Writes bench/results/
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import random
 import shlex
 import statistics
 import subprocess
@@ -36,18 +34,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import redis
 
 from bench import results_dir
-from bench.backbone import ROOT, Processes, free_port, percentile, wait_http
+from bench.backbone import ROOT, Processes, free_port, percentile, submit_jobs, wait_all_terminal, wait_http
 from bench.bare_app import ARTIFACT_BYTES
+from bench.httpload import LoadResult, raw_request, run_load
+from service.jobs import JobStore
 from service.model_catalog import ModelCatalog
 from service.settings import Settings
 
 RESULTS = results_dir() / "scaling.md"
 MODEL = "bench-model"
-TERMINAL = (b"succeeded", b"failed", b"canceled")
 
 JOB_SHAPES = {
     "0-s job": {"kind": "test-lifecycle", "model": MODEL, "params": {"steps": 0, "artifact_bytes": 16}},
@@ -64,115 +62,22 @@ JOB_SHAPES = {
 }
 
 
-# ---- a minimal keep-alive HTTP/1.1 client, so that the client costs the 2 cores little ------
-
-
-@dataclass
-class Load:
-    latencies: list[float] = field(default_factory=list)
-    elapsed: float = 0.0
-    errors: int = 0
-
-    @property
-    def rps(self) -> float:
-        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
-
-
-def raw_request(method: str, path: str, port: int, body: bytes | None = None) -> bytes:
-    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-    if body is not None:
-        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-    return head.encode() + b"\r\n" + (body or b"")
-
-
-async def _read_response(reader: asyncio.StreamReader) -> bytes:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length, chunked = 0, False
-    for line in head.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.lower() == b"content-length":
-            length = int(value)
-        elif name.lower() == b"transfer-encoding" and b"chunked" in value.lower():
-            chunked = True
-    if chunked:
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).strip().split(b";")[0], 16)
-            await reader.readexactly(size + 2)
-            if size == 0:
-                break
-    else:
-        await reader.readexactly(length)
-    return head
-
-
-async def _client(port: int, requests: list[bytes], deadline: float, out: Load, seed: int) -> None:
-    rng = random.Random(seed)
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        while time.perf_counter() < deadline:
-            request = requests[rng.randrange(len(requests))]
-            start = time.perf_counter()
-            writer.write(request)
-            head = await _read_response(reader)
-            out.latencies.append(time.perf_counter() - start)
-            if not head.startswith((b"HTTP/1.1 200", b"HTTP/1.1 202")):
-                out.errors += 1
-    finally:
-        writer.close()
-
-
-async def _load(port: int, requests: list[bytes], clients: int, seconds: float) -> Load:
-    out = Load()
-    start = time.perf_counter()
-    await asyncio.gather(*(_client(port, requests, start + seconds, out, i) for i in range(clients)))
-    out.elapsed = time.perf_counter() - start
-    return out
-
-
 # ---- jobs --------------------------------------------------------------------------------
-
-
-def job_statuses(r: redis.Redis, ids: list[str], *fields: str) -> list[list[bytes | None]]:
-    pipe = r.pipeline(transaction=False)
-    for job_id in ids:
-        pipe.hmget(f"glassbox:job:{job_id}", "status", *fields)
-    return pipe.execute()
-
-
-def wait_all_terminal(r: redis.Redis, ids: list[str], timeout: float) -> list[list[bytes | None]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = job_statuses(r, ids, "finished_at")
-        if all(row[0] in TERMINAL for row in rows):
-            return rows
-        if time.monotonic() > deadline:
-            waiting = sum(row[0] not in TERMINAL for row in rows)
-            raise RuntimeError(f"{waiting} of {len(ids)} jobs not finished within {timeout} s")
-        time.sleep(0.02)
-
-
-async def _submit(base_url: str, body: dict, n: int, concurrency: int = 16) -> list[str]:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
-        gate = asyncio.Semaphore(concurrency)
-
-        async def one() -> str:
-            async with gate:
-                response = await client.post("/v1/jobs", json=body)
-                if response.status_code != 202:
-                    raise RuntimeError(f"create failed: {response.status_code} {response.text}")
-                return response.json()["id"]
-
-        return await asyncio.gather(*(one() for _ in range(n)))
 
 
 def burst_rate(base_url: str, r: redis.Redis, body: dict, n: int) -> tuple[float, int]:
     """Jobs per second from the first POST to the last finished_at; and how many did not succeed."""
     began = time.time()
-    ids = asyncio.run(_submit(base_url, body, n))
+    ids = submit_jobs(base_url, body, n)
     rows = wait_all_terminal(r, ids, timeout=600)
     last = max(float(row[1]) for row in rows)
     return n / (last - began), sum(row[0] != b"succeeded" for row in rows)
+
+
+def unfinished_jobs(store: JobStore) -> int:
+    """Jobs created but not finished: waiting for admission, queued on RQ or running."""
+    stats = store.stats()
+    return stats["waiting"] + stats["queue_depth"] + stats["running"]
 
 
 # ---- the run -------------------------------------------------------------------------------
@@ -201,7 +106,7 @@ def throughput_rounds(procs: Processes, env: dict, base: str, r: redis.Redis, cf
             time.sleep(0.1)
         # Warm-up: every worker imports the kinds and loads retail-mlp before the timed bursts.
         for body in JOB_SHAPES.values():
-            wait_all_terminal(r, asyncio.run(_submit(base, body, 3 * count)), timeout=300)
+            wait_all_terminal(r, submit_jobs(base, body, 3 * count), timeout=300)
         for name, body in JOB_SHAPES.items():
             print(f"  {count} worker(s): {name} x {cfg.burst[name]}", file=sys.stderr, flush=True)
             rates[name][count] = burst_rate(base, r, body, cfg.burst[name])
@@ -209,20 +114,20 @@ def throughput_rounds(procs: Processes, env: dict, base: str, r: redis.Redis, cf
 
 
 def latency_levels(api: int, bare: int, requests: dict[str, tuple[list[bytes], list[bytes]]], cfg: Config,
-                   drain) -> dict[str, list[tuple[int, Load, Load]]]:  # fmt: skip
-    results: dict[str, list[tuple[int, Load, Load]]] = {}
+                   drain) -> dict[str, list[tuple[int, LoadResult, LoadResult]]]:  # fmt: skip
+    results: dict[str, list[tuple[int, LoadResult, LoadResult]]] = {}
     for operation, (ours, baseline) in requests.items():
         results[operation] = []
         for clients in cfg.levels:
             print(f"  {operation}: {clients} clients", file=sys.stderr, flush=True)
-            glassbox = asyncio.run(_load(api, ours, clients, cfg.seconds))
+            glassbox = run_load(api, ours, clients, cfg.seconds)
             drain()
-            bare_load = asyncio.run(_load(bare, baseline, clients, cfg.seconds))
+            bare_load = run_load(bare, baseline, clients, cfg.seconds)
             results[operation].append((clients, glassbox, bare_load))
     return results
 
 
-def saturation(rows: list[tuple[int, Load, Load]]) -> int | None:
+def saturation(rows: list[tuple[int, LoadResult, LoadResult]]) -> int | None:
     for (_, previous, _), (clients, load, _) in zip(rows, rows[1:], strict=False):
         if load.rps < 1.10 * previous.rps:
             return clients
@@ -343,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print("2/2 latency at increasing concurrency", file=sys.stderr, flush=True)
         body = {**JOB_SHAPES["0-s job"], "params": {"steps": 0, "artifact_bytes": ARTIFACT_BYTES}}
-        finished = asyncio.run(_submit(base, body, 200))
+        finished = submit_jobs(base, body, 200)
         wait_all_terminal(r, finished, timeout=120)
         create_body = json.dumps(JOB_SHAPES["0-s job"]).encode()
         requests = {
@@ -361,9 +266,11 @@ def main(argv: list[str] | None = None) -> int:
             ),
         }
 
+        store = JobStore(r, Settings(redis_url=redis_url))
+
         def drain() -> None:
             deadline = time.monotonic() + 300
-            while unfinished_jobs(r):
+            while unfinished_jobs(store):
                 if time.monotonic() > deadline:
                     raise RuntimeError("the queue did not drain within 300 s")
                 time.sleep(0.05)
@@ -376,12 +283,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         procs.stop_all()
-
-
-def unfinished_jobs(r: redis.Redis) -> int:
-    """Jobs created but not finished, over all tenants: waiting for admission, queued or running."""
-    active = sum(r.scard(key) for key in r.scan_iter("glassbox:tenant:*:active"))
-    return active + sum(r.llen(key) for key in r.scan_iter("glassbox:tenant:*:waiting"))
 
 
 if __name__ == "__main__":
