@@ -118,29 +118,32 @@ class DatasetSummary:
     names: list[str] = field(default_factory=list)
 
 
-def check_image_header(data: bytes, label: str) -> tuple[int, int]:
+def check_image_header(data: bytes, label: str, *, verify: bool = False) -> tuple[int, int]:
     """(width, height) from the image's header, refusing other formats and decompression bombs
-    before anything decodes the pixels."""
+    before anything decodes the pixels; with `verify`, also Pillow's check of the whole file."""
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as image:
             image_format, (width, height) = image.format, image.size
+            if image_format not in IMAGE_FORMATS:
+                raise UploadRejected(f"{label} is {image_format}; accepted: PNG, JPEG")
+            if width * height > MAX_IMAGE_PIXELS:
+                raise UploadRejected(
+                    f"{label} has {width}x{height} pixels; at most {MAX_IMAGE_PIXELS} (decompression bomb guard)"
+                )
+            if verify:
+                image.verify()
+    except UploadRejected:
+        raise
     except Image.DecompressionBombError as exc:  # Pillow's own, far larger, limit
         raise UploadRejected(f"{label} declares too many pixels: {exc} (decompression bomb guard)") from exc
     except Exception as exc:  # Pillow raises many types for corrupt files
         raise UploadRejected(f"{label} is not a readable PNG or JPEG image: {exc}") from exc
-    if image_format not in IMAGE_FORMATS:
-        raise UploadRejected(f"{label} is {image_format}; accepted: PNG, JPEG")
-    if width * height > MAX_IMAGE_PIXELS:
-        raise UploadRejected(
-            f"{label} has {width}x{height} pixels; at most {MAX_IMAGE_PIXELS} (decompression bomb guard)"
-        )
     return width, height
 
 
 def check_image_zip(data: bytes) -> DatasetSummary:
-    from PIL import Image
 
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
@@ -168,12 +171,7 @@ def check_image_zip(data: bytes) -> DatasetSummary:
     sizes = set()
     for info in sorted(images, key=lambda i: i.filename):
         blob = archive.read(info)
-        width, height = check_image_header(blob, repr(info.filename))
-        try:
-            with Image.open(io.BytesIO(blob)) as image:
-                image.verify()
-        except Exception as exc:  # Pillow raises many types for corrupt files
-            raise UploadRejected(f"{info.filename!r} is not a readable PNG or JPEG image: {exc}") from exc
+        width, height = check_image_header(blob, repr(info.filename), verify=True)
         sizes.add((height, width))
     names = sorted(i.filename for i in images)
     image_size = list(next(iter(sizes))) if len(sizes) == 1 else None

@@ -38,6 +38,7 @@ from pathlib import Path
 import httpx
 import redis
 
+from service.client import Client
 from service.embedded_redis import EmbeddedRedis, free_port
 from tests.plugins.lifecycle_tasks import artifact_payload
 
@@ -424,7 +425,8 @@ class ChaosRun:
                     bad = self.check_artifacts(client, job, spec, real_digests)
                     problems += [f"{job_id} ({spec}): {b}" for b in bad]
                     intact += not bad
-            listed = self.listed_ids(client)
+            with Client(self.base_url, TENANT_KEY) as glassbox:
+                listed = {job.id for job in glassbox.jobs(page_size=200)}
         for (spec, name), digests in real_digests.items():
             if len(digests) > 1:
                 problems.append(f"{spec} {name}: {len(digests)} different contents for one spec: {digests}")
@@ -484,16 +486,6 @@ class ChaosRun:
             elif spec != "lifecycle" and not name.endswith(".json"):
                 real_digests.setdefault((spec, name), {}).setdefault(digest[:12], job["id"])
         return bad
-
-    def listed_ids(self, client: httpx.Client) -> set[str]:
-        ids, token = set(), None
-        while True:
-            params = {"page_size": 200, **({"page_token": token} if token else {})}
-            page = client.get("/v1/jobs", params=params).json()
-            ids |= {job["id"] for job in page["items"]}
-            token = page.get("next_page_token")
-            if not token:
-                return ids
 
 
 def main(argv: list[str] | None = None) -> int:

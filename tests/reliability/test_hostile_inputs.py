@@ -47,6 +47,7 @@ import pytest
 
 from service.problems import PROBLEM_TYPE_BASE
 from tests.conftest import ALICE, BOB, REPO, TEST_MODEL, Stack, wait_until
+from tests.test_models_api import zipped
 
 PROBLEM = "application/problem+json"
 MAX_REQUEST_BYTES = 262_144  # big enough that a 50,000-deep JSON body (100 kB) is parsed, not cut off
@@ -217,14 +218,6 @@ def png_declaring(width: int, height: int) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b"")
-
-
-def zipped(entries: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in entries.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 def zip_bomb(entry_bytes: int) -> bytes:
