@@ -1,0 +1,83 @@
+"""Settles jobs whose worker died or that ran far past their time limit.
+
+Every API process and every worker runs `Reaper.reap_if_elected` each interval, so lost jobs
+are noticed even when only workers (or only an API) are left; a lock taken with SET NX (as
+RQ's own maintenance lock does) lets one of them do the work per interval instead of all.
+"""
+
+from __future__ import annotations
+
+import time
+
+from service.jobspec import JobError, JobStatus
+from service.jobstore.record import _text
+from service.jobstore.runs import JobRuns, RequeueOutcome
+from service.jobstore.store import RQ_TIMEOUT_GRACE_SECONDS
+
+# Heartbeats older than this are dropped from the workers' sorted set.
+FORGET_WORKERS_AFTER_SECONDS = 24 * 3600
+
+
+class Reaper:
+    def __init__(self, runs: JobRuns, owner: str):
+        self.runs = runs
+        self.store = runs.store
+        self.redis = runs.redis
+        self.keys = runs.keys
+        self.settings = runs.settings
+        self.owner = owner
+
+    def reap_if_elected(self) -> dict[str, int] | None:
+        """Reap if no other process has this interval; None when another one has it."""
+        lock_ms = max(1, int(self.settings.reaper_interval_seconds * 1000 * 0.9))
+        if not self.redis.set(self.keys.reaper_lock, self.owner, nx=True, px=lock_ms):
+            return None
+        counts = self.reap()
+        self.store.repair_admissions()
+        return counts
+
+    def reap(self) -> dict[str, int]:
+        """Running jobs whose worker went silent go back to the queue (or fail `worker-lost`
+        once their tries are spent); jobs far past their time limit fail with `timeout`."""
+        now = time.time()
+        lost_before = now - self.settings.worker_lost_after_seconds
+        counts = {"requeued": 0, "worker_lost": 0, "timed_out": 0}
+        for raw_id in self.redis.zrange(self.keys.running, 0, -1):
+            job_id = _text(raw_id)
+            record = self.store.record(job_id)
+            if record is None or record.status != JobStatus.running:
+                self.redis.zrem(self.keys.running, job_id)
+                continue
+            beat = self.redis.zscore(self.keys.workers, record.worker)
+            started = record.started_at or now
+            if beat is None or beat < lost_before:
+                self._settle_lost(job_id, record.worker, record.attempts, counts)
+            elif now - started > record.timeout_seconds + 2 * RQ_TIMEOUT_GRACE_SECONDS:
+                outcome = self.runs.finish(
+                    job_id,
+                    record.worker,
+                    JobStatus.failed,
+                    error=JobError(
+                        type="timeout",
+                        title="The job ran past its time limit",
+                        detail=f"limit {record.timeout_seconds} s; the worker did not stop it",
+                    ),
+                )
+                counts["timed_out"] += outcome == "finished"
+        self.redis.zremrangebyscore(self.keys.workers, "-inf", now - FORGET_WORKERS_AFTER_SECONDS)
+        return counts
+
+    def _settle_lost(self, job_id: str, worker: str, attempts: int, counts: dict[str, int]) -> None:
+        tries = 1 + self.settings.worker_lost_retries
+        outcome = self.runs.requeue(job_id, worker, "worker-lost", max_attempts=tries)
+        if outcome == RequeueOutcome.REQUEUED:
+            counts["requeued"] += 1
+        elif outcome == RequeueOutcome.EXHAUSTED:
+            error = JobError(
+                type="worker-lost",
+                title="The worker running this job stopped responding",
+                detail=f"worker {worker} sent no heartbeat for {self.settings.worker_lost_after_seconds:g} s "
+                f"(attempt {attempts} of {tries})",
+            )
+            if self.runs.finish(job_id, worker, JobStatus.failed, error=error) == "finished":
+                counts["worker_lost"] += 1

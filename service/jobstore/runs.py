@@ -1,0 +1,182 @@
+"""Job records as workers change them: claim, progress, finish, requeue; and worker liveness.
+
+A worker runs jobs in its own long-lived process (models stay loaded), so RQ cannot tell when
+such a worker dies mid-job; heartbeats and the reaper (reaper.py) do, within seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from service.jobspec import ArtifactRef, JobError, JobResult, JobStatus
+from service.jobstore import scripts
+from service.jobstore.record import JobRecord, _text
+from service.jobstore.stats import observe_duration
+from service.jobstore.store import JobStore
+
+ARTIFACT_URL = "/v1/jobs/{job_id}/artifacts/{name}"
+
+
+def artifact_url(job_id: str, name: str) -> str:
+    return ARTIFACT_URL.format(job_id=job_id, name=name)
+
+
+@dataclass(frozen=True)
+class ArtifactBlob:
+    name: str
+    content_type: str
+    data: bytes
+
+
+class OwnershipLost(Exception):
+    """The job is no longer this worker's to run: it was reaped, canceled or deleted."""
+
+
+class RequeueOutcome:
+    REQUEUED = "requeued"
+    EXHAUSTED = "exhausted"  # no try left
+    NOT_OWNER = "not-owner"
+
+
+class JobRuns:
+    def __init__(self, store: JobStore):
+        self.store = store
+        self.redis = store.redis
+        self.keys = store.keys
+        self.settings = store.settings
+        connection = store.redis
+        self._start = scripts.START.bind(connection)
+        self._progress = scripts.PROGRESS.bind(connection)
+        self._finish = scripts.FINISH.bind(connection)
+        self._requeue = scripts.REQUEUE.bind(connection)
+
+    def start(self, job_id: str, worker: str) -> JobRecord | None:
+        """Claim a queued job for `worker` and return its record as it now stands; None when it
+        is no longer queued (canceled, deleted, taken by another worker)."""
+        outcome = self._start(
+            job_key=self.keys.job(job_id),
+            running=self.keys.running,
+            job_id=job_id,
+            worker=worker,
+            now=repr(time.time()),
+            channel=self.keys.events(job_id),
+        )
+        if _text(outcome) != "started":
+            return None
+        record = self.store.record(job_id)
+        if record is not None and record.webhook:
+            self.store.notify(record.tenant, record.to_job())
+        return record
+
+    def report_progress(self, job_id: str, worker: str, fraction: float, message: str) -> bool:
+        """Store progress; returns whether cancel was requested. Raises OwnershipLost."""
+        answer = int(
+            self._progress(
+                job_key=self.keys.job(job_id),
+                worker=worker,
+                fraction=repr(min(1.0, max(0.0, float(fraction)))),
+                message=message[:500],
+                channel=self.keys.events(job_id),
+            )
+        )
+        if answer < 0:
+            raise OwnershipLost(job_id)
+        return answer == 1
+
+    def cancel_requested(self, job_id: str, worker: str) -> bool:
+        status, owner, flag = (
+            _text(v) for v in self.redis.hmget(self.keys.job(job_id), "status", "worker", "cancel_requested")
+        )
+        if status != JobStatus.running or owner != worker:
+            raise OwnershipLost(job_id)
+        return flag == "1"
+
+    def finish(
+        self,
+        job_id: str,
+        worker: str,
+        status: JobStatus,
+        *,
+        error: JobError | None = None,
+        summary: dict[str, Any] | None = None,
+        artifacts: Sequence[ArtifactBlob] = (),
+    ) -> str:
+        """End a running job atomically with its artifacts: 'finished' or 'not-owner'.
+        `worker` '' settles the job whoever runs it (the reaper)."""
+        record = self.store.record(job_id)
+        if record is None:
+            return "not-owner"
+        refs = [
+            ArtifactRef(
+                name=a.name,
+                content_type=a.content_type,
+                bytes=len(a.data),
+                sha256=hashlib.sha256(a.data).hexdigest(),
+                url=artifact_url(job_id, a.name),
+            )
+            for a in artifacts
+        ]
+        result = JobResult(artifacts=refs, summary=summary or {}) if status == JobStatus.succeeded else None
+        outcome = _text(
+            self._finish(
+                job_key=self.keys.job(job_id),
+                running=self.keys.running,
+                active=self.keys.tenant_active(record.tenant),
+                stats=self.keys.job_stats,
+                job_id=job_id,
+                worker=worker,
+                status=status.value,
+                now=repr(time.time()),
+                ttl=self.settings.result_ttl_seconds,
+                error_json=error.model_dump_json() if error else "",
+                result_json=result.model_dump_json() if result else "",
+                channel=self.keys.events(job_id),
+                artifact_keys=[self.keys.artifact(job_id, a.name) for a in artifacts],
+                artifact_values=[a.data for a in artifacts],
+            )
+        )
+        if outcome == "finished":
+            if record.started_at is not None:
+                observe_duration(self.redis, self.keys, record.kind, time.time() - record.started_at)
+            self.store.admit(record.tenant)
+            if record.webhook:
+                self.store.notify(record.tenant, self.store.get(record.tenant, job_id))
+        return outcome
+
+    def requeue(
+        self, job_id: str, worker: str, reason: str, *, max_attempts: int = 0, refund_attempt: bool = False
+    ) -> str:
+        """Put a running job back in the queue (RequeueOutcome): while it has tries left
+        (`max_attempts`, 0: always), and without counting this try when `refund_attempt`
+        (the worker shut down or lost Redis: not the job's fault)."""
+        outcome = _text(
+            self._requeue(
+                job_key=self.keys.job(job_id),
+                running=self.keys.running,
+                job_id=job_id,
+                worker=worker,
+                max_attempts=max_attempts,
+                refund=refund_attempt,
+                reason=reason,
+                channel=self.keys.events(job_id),
+            )
+        )
+        if outcome == RequeueOutcome.REQUEUED:
+            self.store.enqueue(job_id)
+        return outcome
+
+    # ---- liveness ----------------------------------------------------------------------
+
+    def heartbeat(self, worker: str) -> None:
+        self.redis.zadd(self.keys.workers, {worker: time.time()})
+
+    def forget_worker(self, worker: str) -> None:
+        self.redis.zrem(self.keys.workers, worker)
+
+    def live_workers(self) -> list[str]:
+        since = time.time() - self.settings.worker_lost_after_seconds
+        return [_text(w) for w in self.redis.zrangebyscore(self.keys.workers, since, "+inf")]

@@ -1,0 +1,194 @@
+"""The Lua scripts that change job records: one script per transition.
+
+Each transition checks the state it starts from and changes the record, its indexes, its
+artifacts and the stats together, and publishes the change on the job's event channel (which
+is what keeps every API process's cache coherent: see reader.py). Two parties racing (a worker
+finishing, the reaper declaring it lost, a client canceling or deleting) cannot corrupt
+anything: the loser is told what the record had become.
+"""
+
+from __future__ import annotations
+
+from service.jobstore.lua import LuaScript
+
+CREATE = LuaScript(
+    "create",
+    keys=("job_key", "tenant_jobs", "waiting", "tenants_waiting", "idem_key", "stats", "tenants"),
+    args=("job_id", "has_idem", "fingerprint", "idem_ttl", "tenant", "job_prefix", "stat_field"),
+    rest_args="fields",
+    body="""
+if has_idem == '1' then
+  local existing = redis.call('GET', idem_key)
+  if existing then
+    local record = cjson.decode(existing)
+    if redis.call('EXISTS', job_prefix .. record.id) == 1 then
+      return {'existing', record.id, record.fingerprint}
+    end
+  end
+  redis.call('SET', idem_key, cjson.encode({id = job_id, fingerprint = fingerprint}), 'EX', idem_ttl)
+end
+for i = 1, #fields, 2 do
+  redis.call('HSET', job_key, fields[i], fields[i + 1])
+end
+redis.call('ZADD', tenant_jobs, 0, job_id)
+redis.call('RPUSH', waiting, job_id)
+redis.call('SADD', tenants_waiting, tenant)
+redis.call('SADD', tenants, tenant)
+redis.call('HINCRBY', stats, stat_field, 1)
+return {'created', job_id, fingerprint}
+""",
+)
+
+# Moves waiting jobs to the tenant's active set while it is under its limit (0: no limit).
+ADMIT = LuaScript(
+    "admit",
+    keys=("waiting", "active", "tenants_waiting"),
+    args=("limit", "job_prefix", "tenant"),
+    body="""
+local max_active = tonumber(limit)
+local admitted = {}
+while max_active == 0 or redis.call('SCARD', active) < max_active do
+  local job_id = redis.call('LPOP', waiting)
+  if not job_id then break end
+  if redis.call('HGET', job_prefix .. job_id, 'status') == 'queued' then
+    redis.call('SADD', active, job_id)
+    table.insert(admitted, job_id)
+  end
+end
+if redis.call('LLEN', waiting) == 0 then
+  redis.call('SREM', tenants_waiting, tenant)
+end
+return admitted
+""",
+)
+
+START = LuaScript(
+    "start",
+    keys=("job_key", "running"),
+    args=("job_id", "worker", "now", "channel"),
+    body="""
+local status = redis.call('HGET', job_key, 'status')
+if status ~= 'queued' then return status or 'missing' end
+redis.call('HSET', job_key, 'status', 'running', 'started_at', now, 'worker', worker,
+           'fraction', '0', 'message', 'started')
+redis.call('HINCRBY', job_key, 'attempts', 1)
+redis.call('ZADD', running, now, job_id)
+redis.call('PUBLISH', channel, cjson.encode({type = 'status', status = 'running'}))
+return 'started'
+""",
+)
+
+# Returns -1 when the job is no longer this worker's, 1 when a cancel was asked for, else 0.
+PROGRESS = LuaScript(
+    "progress",
+    keys=("job_key",),
+    args=("worker", "fraction", "message", "channel"),
+    body="""
+local state = redis.call('HMGET', job_key, 'status', 'worker', 'cancel_requested')
+if state[1] ~= 'running' or state[2] ~= worker then return -1 end
+redis.call('HSET', job_key, 'fraction', fraction, 'message', message)
+redis.call('PUBLISH', channel, cjson.encode({type = 'progress', fraction = tonumber(fraction), message = message}))
+if state[3] == '1' then return 1 end
+return 0
+""",
+)
+
+# Ends a running job with its artifacts (`artifact_keys` paired with `artifact_values`).
+# `worker` '' means whoever runs it (the reaper settles jobs of dead workers).
+FINISH = LuaScript(
+    "finish",
+    keys=("job_key", "running", "active", "stats"),
+    args=("job_id", "worker", "status", "now", "ttl", "error_json", "result_json", "channel"),
+    rest_keys="artifact_keys",
+    rest_args="artifact_values",
+    body="""
+local state = redis.call('HMGET', job_key, 'status', 'worker', 'kind')
+if state[1] ~= 'running' or (worker ~= '' and state[2] ~= worker) then return 'not-owner' end
+local seconds = tonumber(ttl)
+redis.call('ZREM', running, job_id)
+for i = 1, #artifact_keys do
+  redis.call('SET', artifact_keys[i], artifact_values[i], 'EX', seconds)
+end
+local fields = {'status', status, 'finished_at', now, 'expires_at', tostring(tonumber(now) + seconds)}
+if status == 'succeeded' then
+  table.insert(fields, 'fraction'); table.insert(fields, '1')
+  table.insert(fields, 'message'); table.insert(fields, 'done')
+end
+if error_json ~= '' then table.insert(fields, 'error'); table.insert(fields, error_json) end
+if result_json ~= '' then table.insert(fields, 'result'); table.insert(fields, result_json) end
+redis.call('HSET', job_key, unpack(fields))
+redis.call('EXPIRE', job_key, seconds)
+redis.call('SREM', active, job_id)
+redis.call('HINCRBY', stats, state[3] .. '|' .. status, 1)
+redis.call('PUBLISH', channel, cjson.encode({type = 'status', status = status}))
+return 'finished'
+""",
+)
+
+# Puts a running job back in the queue: after its worker was lost (while it has tries left:
+# `max_attempts` 0 means always), or because its worker is shutting down or lost Redis
+# (`refund` '1': this try does not count). 'exhausted' when no try is left.
+REQUEUE = LuaScript(
+    "requeue",
+    keys=("job_key", "running"),
+    args=("job_id", "worker", "max_attempts", "refund", "reason", "channel"),
+    body="""
+local state = redis.call('HMGET', job_key, 'status', 'worker', 'attempts')
+if state[1] ~= 'running' or (worker ~= '' and state[2] ~= worker) then return 'not-owner' end
+local limit = tonumber(max_attempts)
+if limit > 0 and tonumber(state[3] or '0') >= limit then return 'exhausted' end
+redis.call('ZREM', running, job_id)
+redis.call('HSET', job_key, 'status', 'queued', 'worker', '', 'started_at', '',
+           'fraction', '0', 'message', 'queued again: ' .. reason)
+if refund == '1' then redis.call('HINCRBY', job_key, 'attempts', -1) end
+redis.call('PUBLISH', channel, cjson.encode({type = 'status', status = 'queued'}))
+return 'requeued'
+""",
+)
+
+# A queued job is canceled at once; a running one is asked to stop (its worker sees the flag).
+# Returns 'canceled', 'requested', 'missing' or the finished status that prevents it.
+CANCEL = LuaScript(
+    "cancel",
+    keys=("job_key", "waiting", "active", "stats"),
+    args=("job_id", "now", "ttl", "channel"),
+    body="""
+local state = redis.call('HMGET', job_key, 'status', 'kind')
+local status = state[1]
+if not status then return 'missing' end
+if status == 'queued' then
+  redis.call('HSET', job_key, 'status', 'canceled', 'finished_at', now,
+             'expires_at', tostring(tonumber(now) + tonumber(ttl)), 'message', 'canceled while queued')
+  redis.call('EXPIRE', job_key, tonumber(ttl))
+  redis.call('LREM', waiting, 0, job_id)
+  redis.call('SREM', active, job_id)
+  redis.call('HINCRBY', stats, state[2] .. '|canceled', 1)
+  redis.call('PUBLISH', channel, cjson.encode({type = 'status', status = 'canceled'}))
+  return 'canceled'
+end
+if status == 'running' then
+  redis.call('HSET', job_key, 'cancel_requested', '1')
+  redis.call('PUBLISH', channel, cjson.encode({type = 'cancel_requested'}))
+  return 'requested'
+end
+return status
+""",
+)
+
+# Forgets a finished job and its artifacts; 'missing', or the unfinished status that prevents it.
+DELETE = LuaScript(
+    "delete",
+    keys=("job_key", "tenant_jobs"),
+    args=("job_id", "channel"),
+    rest_keys="artifact_keys",
+    body="""
+local status = redis.call('HGET', job_key, 'status')
+if not status then return 'missing' end
+if status == 'queued' or status == 'running' then return status end
+redis.call('DEL', job_key)
+for i = 1, #artifact_keys do redis.call('DEL', artifact_keys[i]) end
+redis.call('ZREM', tenant_jobs, job_id)
+redis.call('PUBLISH', channel, cjson.encode({type = 'deleted'}))
+return 'deleted'
+""",
+)

@@ -1,0 +1,44 @@
+"""Deployment-wide job counts and durations, kept in Redis so every API replica reports the same."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+from service.jobstore.keys import Keys
+from service.jobstore.record import _text
+
+JOB_DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+def observe_duration(connection: redis.Redis, keys: Keys, kind: str, seconds: float) -> None:
+    pipe = connection.pipeline(transaction=False)
+    for bound in JOB_DURATION_BUCKETS:
+        if seconds <= bound:
+            pipe.hincrby(keys.duration_stats, f"{kind}|{bound}", 1)
+    pipe.hincrby(keys.duration_stats, f"{kind}|+Inf", 1)
+    pipe.hincrbyfloat(keys.duration_stats, f"{kind}|sum", seconds)
+    pipe.execute()
+
+
+def job_stats(connection: redis.Redis, keys: Keys, queue_key: str, worker_lost_after_seconds: float) -> dict[str, Any]:
+    """Counts by `kind|status`, durations by `kind|bucket`, queue depths, running jobs, live workers."""
+    pipe = connection.pipeline(transaction=False)
+    pipe.hgetall(keys.job_stats)
+    pipe.hgetall(keys.duration_stats)
+    pipe.llen(queue_key)
+    pipe.zcard(keys.running)
+    pipe.smembers(keys.tenants_waiting)
+    pipe.zcount(keys.workers, time.time() - worker_lost_after_seconds, "+inf")
+    jobs, durations, rq_depth, running, waiting_tenants, live = pipe.execute()
+    waiting = sum(connection.llen(keys.tenant_waiting(_text(t))) for t in waiting_tenants)
+    return {
+        "jobs": {_text(k): int(v) for k, v in jobs.items()},
+        "durations": {_text(k): float(v) for k, v in durations.items()},
+        "queue_depth": int(rq_depth),
+        "waiting": int(waiting),
+        "running": int(running),
+        "live_workers": int(live),
+    }

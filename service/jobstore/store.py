@@ -1,0 +1,282 @@
+"""Job records as clients change them: create, read, list, cancel, delete; and admission onto RQ.
+
+Why a record layer over RQ at all: RQ's own job hash cannot carry what the API promises
+(atomic, ownership-checked transitions that publish artifacts with the status, a per-tenant
+concurrency limit, idempotency keys, cooperative cancel of a job running in-process, loss
+detection within seconds). RQ still does what it is good at: the queue and the workers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from rq import Queue
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job as RQJob
+from rq.serializers import JSONSerializer
+
+from service.jobspec import Job, JobStatus
+from service.jobstore import scripts
+from service.jobstore.ids import encode_page_token, new_job_id
+from service.jobstore.keys import Keys
+from service.jobstore.record import JobRecord, _text
+from service.settings import Settings
+from service.webhooks import WebhookOutbox
+
+RUN_JOB_FUNCTION = "worker.tasks.run_job"
+# RQ's own timeout is a backstop behind the cooperative one checked between steps.
+RQ_TIMEOUT_GRACE_SECONDS = 30
+# An admitted job that RQ does not know after this long was lost between admission and enqueue.
+ENQUEUE_REPAIR_AFTER_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class CreateOutcome:
+    job_id: str
+    created: bool
+    fingerprint_matches: bool = True
+
+
+class CancelOutcome:
+    CANCELED = "canceled"
+    REQUESTED = "requested"
+    MISSING = "missing"
+
+
+class JobStore:
+    """Every read of job records, and the transitions clients ask for. Used by the API and by
+    workers alike (workers use `service.jobstore.runs.JobRuns` for theirs)."""
+
+    def __init__(self, connection: redis.Redis, settings: Settings):
+        self.redis = connection
+        self.settings = settings
+        self.keys = Keys(settings.namespace)
+        self.queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
+        self.webhooks = WebhookOutbox(connection, settings)
+        self._create = scripts.CREATE.bind(connection)
+        self._admit = scripts.ADMIT.bind(connection)
+        self._cancel = scripts.CANCEL.bind(connection)
+        self._delete = scripts.DELETE.bind(connection)
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def record(self, job_id: str) -> JobRecord | None:
+        raw = self.redis.hgetall(self.keys.job(job_id))
+        return JobRecord.from_redis(job_id, raw) if raw else None
+
+    def get(self, tenant: str, job_id: str) -> Job | None:
+        """The tenant's job, or None (also when it belongs to another tenant)."""
+        record = self.record(job_id)
+        if record is None or record.tenant != tenant:
+            return None
+        return record.to_job()
+
+    def list(
+        self,
+        tenant: str,
+        *,
+        page_size: int,
+        after: str | None = None,
+        status: JobStatus | None = None,
+        kind: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """One page, newest first. A filtered page may hold fewer than `page_size` jobs; only a
+        missing next token means the end."""
+        index = self.keys.tenant_jobs(tenant)
+        upper = f"({after}" if after else "+"
+        found: list[Job] = []
+        scan_budget = max(page_size * 20, 200)
+        last_seen: str | None = None
+        while len(found) < page_size and scan_budget > 0:
+            batch = min(max(page_size * 2, 50), scan_budget)
+            ids = [_text(i) for i in self.redis.zrevrangebylex(index, upper, "-", start=0, num=batch)]
+            if not ids:
+                return found, None
+            scan_budget -= len(ids)
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hgetall(self.keys.job(job_id))
+            gone = []
+            for job_id, raw in zip(ids, pipe.execute(), strict=True):
+                last_seen = job_id
+                if not raw:
+                    gone.append(job_id)  # expired or deleted: drop it from the index
+                    continue
+                record = JobRecord.from_redis(job_id, raw)
+                if (status is not None and record.status != status) or (kind is not None and record.kind != kind):
+                    continue
+                found.append(record.to_job())
+                if len(found) == page_size:
+                    break
+            if gone:
+                self.redis.zrem(index, *gone)
+            upper = f"({last_seen}"
+            if len(ids) < batch and len(found) < page_size:
+                return found, None
+        if last_seen is None:
+            return found, None
+        # Whether anything follows is only known by looking; an extra empty page is avoided.
+        more = self.redis.zrevrangebylex(index, f"({last_seen}", "-", start=0, num=1)
+        return found, encode_page_token(last_seen) if more else None
+
+    # ---- client transitions -----------------------------------------------------------
+
+    def create(
+        self,
+        tenant: str,
+        *,
+        kind: str,
+        model: str,
+        params: dict[str, Any],
+        metadata: dict[str, Any],
+        timeout_seconds: int,
+        idempotency_key: str | None = None,
+        fingerprint: str = "",
+        webhook: dict[str, Any] | None = None,
+    ) -> CreateOutcome:
+        now = time.time()
+        job_id = new_job_id(now)
+        record = JobRecord(
+            id=job_id,
+            tenant=tenant,
+            kind=kind,
+            model=model,
+            status=JobStatus.queued,
+            params=params,
+            metadata=metadata,
+            created_at=now,
+            timeout_seconds=timeout_seconds,
+            message="queued",
+            webhook=webhook,
+        )
+        fields = [item for pair in record.to_redis().items() for item in pair]
+        outcome, stored_id, stored_fingerprint = (
+            _text(v)
+            for v in self._create(
+                job_key=self.keys.job(job_id),
+                tenant_jobs=self.keys.tenant_jobs(tenant),
+                waiting=self.keys.tenant_waiting(tenant),
+                tenants_waiting=self.keys.tenants_waiting,
+                idem_key=self.keys.idempotency(tenant, idempotency_key or ""),
+                stats=self.keys.job_stats,
+                tenants=self.keys.tenants,
+                job_id=job_id,
+                has_idem=bool(idempotency_key),
+                fingerprint=fingerprint,
+                idem_ttl=self.settings.result_ttl_seconds,
+                tenant=tenant,
+                job_prefix=self.keys.job_prefix,
+                stat_field=f"{kind}|queued",
+                fields=fields,
+            )
+        )
+        if outcome == "existing":
+            return CreateOutcome(stored_id, created=False, fingerprint_matches=stored_fingerprint == fingerprint)
+        self.admit(tenant)
+        return CreateOutcome(job_id, created=True)
+
+    def cancel(self, tenant: str, job_id: str) -> tuple[str, Job | None]:
+        """Cancel now if queued, ask the worker if running. Returns (outcome, job after it)."""
+        if self.get(tenant, job_id) is None:
+            return CancelOutcome.MISSING, None
+        outcome = _text(
+            self._cancel(
+                job_key=self.keys.job(job_id),
+                waiting=self.keys.tenant_waiting(tenant),
+                active=self.keys.tenant_active(tenant),
+                stats=self.keys.job_stats,
+                job_id=job_id,
+                now=repr(time.time()),
+                ttl=self.settings.result_ttl_seconds,
+                channel=self.keys.events(job_id),
+            )
+        )
+        after = self.get(tenant, job_id)
+        if outcome == CancelOutcome.CANCELED:
+            self._cancel_on_rq(job_id)
+            self.admit(tenant)
+            self.notify(tenant, after)
+        return outcome, after
+
+    def _cancel_on_rq(self, job_id: str) -> None:
+        """Take a canceled job off RQ's queue (a worker that dequeues it first skips it anyway:
+        it is no longer `queued` in its record)."""
+        try:
+            RQJob.fetch(job_id, connection=self.redis, serializer=JSONSerializer).cancel()
+        except (NoSuchJobError, InvalidJobOperation):
+            pass  # never admitted onto RQ (waiting for the tenant's limit), or already gone
+
+    def delete(self, tenant: str, job_id: str) -> str:
+        """'deleted', 'missing', or the unfinished status that prevents it."""
+        job = self.get(tenant, job_id)
+        if job is None:
+            return "missing"
+        artifact_keys = [self.keys.artifact(job_id, a.name) for a in (job.result.artifacts if job.result else [])]
+        return _text(
+            self._delete(
+                job_key=self.keys.job(job_id),
+                tenant_jobs=self.keys.tenant_jobs(tenant),
+                job_id=job_id,
+                channel=self.keys.events(job_id),
+                artifact_keys=artifact_keys,
+            )
+        )
+
+    def notify(self, tenant: str, job: Job | None) -> None:
+        """Queue the job's webhook delivery for its new status, if it asked for one."""
+        if job is not None and job.webhook is not None:
+            self.webhooks.queue(tenant, job.webhook.model_dump(), job.status.value, job.model_dump(mode="json"))
+
+    # ---- admission onto RQ -----------------------------------------------------------
+
+    def admit(self, tenant: str) -> list[str]:
+        """Move the tenant's waiting jobs onto RQ while it is under its concurrency limit."""
+        admitted = [
+            _text(job_id)
+            for job_id in self._admit(
+                waiting=self.keys.tenant_waiting(tenant),
+                active=self.keys.tenant_active(tenant),
+                tenants_waiting=self.keys.tenants_waiting,
+                limit=self.settings.max_concurrent_jobs_per_tenant,
+                job_prefix=self.keys.job_prefix,
+                tenant=tenant,
+            )
+        ]
+        for job_id in admitted:
+            self.enqueue(job_id)
+        return admitted
+
+    def enqueue(self, job_id: str) -> None:
+        record = self.record(job_id)
+        if record is None:
+            return
+        self.queue.enqueue_call(
+            func=RUN_JOB_FUNCTION,
+            args=(job_id,),
+            job_id=job_id,
+            timeout=record.timeout_seconds + RQ_TIMEOUT_GRACE_SECONDS,
+            result_ttl=0,
+            failure_ttl=self.settings.result_ttl_seconds,
+            description=f"{record.kind} on {record.model}",
+        )
+
+    def repair_admissions(self) -> int:
+        """Re-enqueue admitted jobs that never reached RQ (a crash between admit and enqueue)
+        and admit waiting jobs of tenants that have room. Returns how many were enqueued."""
+        enqueued = 0
+        for tenant in [_text(t) for t in self.redis.smembers(self.keys.tenants_waiting)]:
+            enqueued += len(self.admit(tenant))
+        for tenant in [_text(t) for t in self.redis.smembers(self.keys.tenants)]:
+            key = self.keys.tenant_active(tenant)
+            for job_id in [_text(i) for i in self.redis.smembers(key)]:
+                record = self.record(job_id)
+                if record is None:
+                    self.redis.srem(key, job_id)
+                elif record.status == JobStatus.queued and not RQJob.exists(job_id, connection=self.redis):
+                    if time.time() - record.created_at > ENQUEUE_REPAIR_AFTER_SECONDS:
+                        self.enqueue(job_id)
+                        enqueued += 1
+        return enqueued
