@@ -1,5 +1,10 @@
-"""Webhook deliveries: signed the Standard Webhooks way, retried with backoff, sent by the API
-processes (never by a worker: a worker only pushes a message onto a Redis list).
+"""Webhook deliveries: signed the Standard Webhooks way (by the `standardwebhooks` package, the
+spec's reference implementation), retried with backoff, sent by the API processes (never by a
+worker: a worker only pushes a message onto a Redis list).
+
+Written here, because no library does it: the at-least-once outbox over Redis (a delivery moves
+to a per-sender processing list while it is sent, and a silent sender's list is put back), the
+retry schedule, and the URL policy that keeps webhooks off internal networks.
 
 Redis layout (under the namespace `ns`):
   ns:webhooks:pending                 list: deliveries to send now
@@ -22,12 +27,15 @@ import socket
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import redis
+from standardwebhooks.webhooks import Webhook
 
+from service.keys import Keys
 from service.settings import Settings
 
 log = logging.getLogger("glassbox.webhooks")
@@ -47,9 +55,8 @@ def tenant_secret(settings: Settings, tenant: str) -> str:
 
 
 def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    digest = hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
+    """`v1,<base64 HMAC-SHA256 of id.timestamp.body>`, as the Standard Webhooks spec says."""
+    return Webhook(secret).sign(message_id, datetime.fromtimestamp(timestamp, tz=UTC), body.decode())
 
 
 def check_url(url: str, settings: Settings) -> None:
@@ -81,7 +88,7 @@ class WebhookOutbox:
     def __init__(self, connection: redis.Redis, settings: Settings):
         self.redis = connection
         self.settings = settings
-        self.pending = f"{settings.namespace}:webhooks:pending"
+        self.pending = Keys(settings.namespace).webhooks_pending
 
     def queue(self, tenant: str, webhook: dict[str, Any], event: str, job: dict[str, Any]) -> None:
         if event not in webhook.get("events", ()):
@@ -99,11 +106,11 @@ class WebhookSender(threading.Thread):
         self.redis = connection
         self.settings = settings
         self.name_in_redis = uuid.uuid4().hex[:12]
-        ns = settings.namespace
-        self.pending = f"{ns}:webhooks:pending"
-        self.retry = f"{ns}:webhooks:retry"
-        self.senders = f"{ns}:webhooks:senders"
-        self.processing = f"{ns}:webhooks:processing:{self.name_in_redis}"
+        self.keys = Keys(settings.namespace)
+        self.pending = self.keys.webhooks_pending
+        self.retry = self.keys.webhooks_retry
+        self.senders = self.keys.webhook_senders
+        self.processing = self.keys.webhooks_processing(self.name_in_redis)
         self.stopped = threading.Event()
         self.http = httpx.Client(timeout=settings.webhook_timeout_seconds, follow_redirects=False)
 
@@ -137,7 +144,7 @@ class WebhookSender(threading.Thread):
                 self.redis.lpush(self.pending, raw)
         for sender in self.redis.zrangebyscore(self.senders, "-inf", now - SENDER_SILENT_AFTER_SECONDS):
             sender = sender.decode()
-            orphaned = f"{self.settings.namespace}:webhooks:processing:{sender}"
+            orphaned = self.keys.webhooks_processing(sender)
             while self.redis.lmove(orphaned, self.pending, "RIGHT", "LEFT") is not None:
                 pass
             self.redis.zrem(self.senders, sender)

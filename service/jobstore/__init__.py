@@ -1,7 +1,7 @@
 """Job records in Redis and their lifecycle over RQ (torch-free, HTTP-free: the API and the
 workers both use it). Read in this order:
 
-- keys.py      every Redis key name, and the layout
+- ../keys.py   every Redis key name, and the layout (shared with catalogs and webhooks)
 - record.py    the typed job record and its codec
 - scripts.py   the Lua transitions (lua.py: how they are called by name)
 - store.py     reads and client transitions (create, cancel, delete), admission onto RQ
@@ -12,13 +12,13 @@ workers both use it). Read in this order:
 """
 
 from service.jobstore.ids import decode_page_token, encode_page_token, new_job_id, request_fingerprint
-from service.jobstore.keys import Keys
 from service.jobstore.reader import AsyncJobReader
 from service.jobstore.reaper import Reaper
 from service.jobstore.record import JobRecord
 from service.jobstore.runs import ArtifactBlob, JobRuns, OwnershipLost, RequeueOutcome, artifact_url
 from service.jobstore.stats import JOB_DURATION_BUCKETS, job_stats
 from service.jobstore.store import CancelOutcome, CreateOutcome, JobStore
+from service.keys import Keys
 
 __all__ = [
     "JOB_DURATION_BUCKETS",

@@ -17,8 +17,8 @@ import redis
 import redis.asyncio
 
 from service.jobspec import ArtifactRef, JobStatus
-from service.jobstore.keys import Keys
 from service.jobstore.record import JobRecord, _text
+from service.keys import Keys
 
 
 class AsyncJobReader:

@@ -7,8 +7,8 @@ from typing import Any
 
 import redis
 
-from service.jobstore.keys import Keys
 from service.jobstore.record import _text
+from service.keys import Keys
 
 JOB_DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 

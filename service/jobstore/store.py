@@ -21,8 +21,8 @@ from rq.serializers import JSONSerializer
 from service.jobspec import Job, JobStatus
 from service.jobstore import scripts
 from service.jobstore.ids import encode_page_token, new_job_id
-from service.jobstore.keys import Keys
 from service.jobstore.record import JobRecord, _text
+from service.keys import Keys
 from service.settings import Settings
 from service.webhooks import WebhookOutbox
 
