@@ -117,6 +117,30 @@ class Settings(BaseSettings):
         description="Where `glassbox up` keeps the private redis-server's data, and workers their "
         "torchvision catalog cache.",
     )
+    blob_url: str = Field(
+        default="",
+        description="Where uploads, datasets and artifacts are stored: `file:///absolute/path` (a "
+        "directory, local or on a volume several hosts share) or `s3://bucket/prefix` (any "
+        "S3-compatible store; credentials and region from the standard AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION / AWS_DEFAULT_REGION variables). "
+        "Empty: `<data_dir>/blobs`.",
+    )
+    s3_endpoint_url: str = Field(
+        default="",
+        description="Endpoint of a non-AWS S3 store (MinIO, SeaweedFS, Ceph RGW, R2), e.g. "
+        "`http://seaweedfs:8333`. Empty: AWS S3 of the configured region.",
+    )
+    s3_allow_http: bool = Field(
+        default=False, description="Allow a plain `http://` S3 endpoint (unencrypted traffic)."
+    )
+    presign_downloads: bool = Field(
+        default=False,
+        description="With an `s3` blob store: answer file downloads with a redirect to a "
+        "short-lived presigned URL of the object instead of streaming it through the API.",
+    )
+    presign_expires_seconds: int = Field(
+        default=300, ge=1, le=7 * 24 * 3600, description="How long a presigned download URL is valid."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("api_keys", mode="before")
@@ -143,6 +167,15 @@ class Settings(BaseSettings):
     def _parse_plugins(cls, value: object) -> object:
         if isinstance(value, str):
             return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("blob_url")
+    @classmethod
+    def _check_blob_url(cls, value: str) -> str:
+        if value:
+            from service.storage.config import parse_blob_url
+
+            parse_blob_url(value)
         return value
 
     @property
