@@ -16,6 +16,8 @@ by a killed process is invisible and is removed by the bucket's lifecycle rule
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from datetime import timedelta
@@ -48,6 +50,7 @@ PART_SIZE = 8 * 1024 * 1024
 MAX_CONCURRENCY = 3
 DELETE_BATCH = 1000  # the most keys one S3 DeleteObjects request takes
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4's limit
+ABORT_WAIT_SECONDS = 30
 _NOT_FOUND = (NotFoundError, FileNotFoundError)
 
 
@@ -111,14 +114,26 @@ class S3BlobStore(BlobStore):
             if first.exhausted:
                 await obstore.put_async(self.store, key, first.joined(), use_multipart=False)
             else:
-                await obstore.put_async(
-                    self.store, key, _chain_async(first.chunks, source), use_multipart=True,
-                    chunk_size=self.part_size, max_concurrency=self.max_concurrency,
-                )  # fmt: skip
+                await self._put_multipart_async(key, _chain_async(first.chunks, source))
         except Exception:
             _reraise_source_error(meter)
             raise
         return meter.info()
+
+    async def _put_multipart_async(self, key: str, source: AsyncIterator[Any]) -> None:
+        guard = _PullGuard()
+        options = {"chunk_size": self.part_size, "max_concurrency": self.max_concurrency}
+        upload = asyncio.ensure_future(
+            obstore.put_async(self.store, key, guard.pull(source), use_multipart=True, **options)
+        )
+        try:
+            await asyncio.shield(upload)
+        except asyncio.CancelledError:
+            guard.stop()
+            # obstore aborts the multipart upload as the pull fails; wait for that, boundedly.
+            with contextlib.suppress(BaseException):
+                await asyncio.wait({upload}, timeout=ABORT_WAIT_SECONDS)
+            raise
 
     # ------------------------------------------------------------------ reading
 
@@ -250,6 +265,41 @@ async def _chain_async(head: list[Any], rest: AsyncIterator[Any]) -> AsyncIterat
         yield chunk
     async for chunk in rest:
         yield chunk
+
+
+class _PutCancelled(Exception):
+    pass
+
+
+class _PullGuard:
+    """obstore pulls an async source from tasks of its own, which cancelling the put does not
+    reach: left alone, the pull would wait on the source forever and the multipart upload
+    would never be aborted. `stop` fails the pull (the pending step, or the next one)."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self.step: asyncio.Task[Any] | None = None
+
+    async def pull(self, source: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        while True:
+            self._check()
+            self.step = asyncio.current_task()
+            try:
+                chunk = await anext(source)
+            except StopAsyncIteration:
+                return
+            finally:
+                self.step = None
+            yield chunk
+
+    def _check(self) -> None:
+        if self.stopped:
+            raise _PutCancelled("the put was cancelled")
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.step is not None:
+            self.step.cancel()
 
 
 async def _split_async(stream: Any, chunk_size: int) -> AsyncIterator[bytes]:

@@ -207,6 +207,35 @@ def test_a_source_that_fails_midway_leaves_nothing(backend: Backend):
     assert_absent(backend, "fail/new")
 
 
+def test_a_cancelled_async_put_leaves_nothing(backend: Backend):
+    """Cancelled while waiting on its source after more than a part (e.g. a timeout around a
+    request body): the partial upload is discarded, no object appears."""
+    store = backend.store
+
+    async def scenario() -> list[str]:
+        stalled = asyncio.Event()
+
+        async def source():
+            yield os.urandom(PART_SIZE + MiB)
+            yield os.urandom(MiB)
+            stalled.set()
+            await asyncio.Event().wait()  # the client stops sending
+
+        put = asyncio.ensure_future(store.put_stream_async("cancel/key", source()))
+        await stalled.wait()
+        for _ in range(100):  # until the server holds the upload (s3: parts go up in the background)
+            if pending := await asyncio.to_thread(backend.pending_uploads):
+                break
+            await asyncio.sleep(0.05)
+        put.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await put
+        return pending
+
+    assert asyncio.run(scenario()), "the put should have had an upload under way when cancelled"
+    assert_absent(backend, "cancel/key")
+
+
 def test_concurrent_puts_of_one_key_publish_one_whole_version(backend: Backend):
     store = backend.store
     versions = [os.urandom(2 * MiB) for _ in range(4)]
