@@ -308,6 +308,10 @@ class BlobStore(ABC):
         validate_key(key)
         return None
 
+    async def presigned_get_url_async(self, key: str, expires_seconds: int) -> str | None:
+        """presigned_get_url for async callers (signing may first fetch fresh credentials)."""
+        return self.presigned_get_url(key, expires_seconds)
+
     def local_path(self, key: str) -> Path | None:
         """A path to open/mmap the blob directly (it may not exist); None where blobs are not
         local files."""

@@ -198,10 +198,10 @@ class S3BlobStore(BlobStore):
                 yield _meta(entry)
 
     def presigned_get_url(self, key: str, expires_seconds: int) -> str:
-        validate_key(key)
-        if not 1 <= expires_seconds <= MAX_PRESIGN_SECONDS:
-            raise ValueError(f"expires_seconds must be between 1 and {MAX_PRESIGN_SECONDS}")
-        return obstore.sign(self.store, "GET", key, timedelta(seconds=expires_seconds))
+        return obstore.sign(self.store, "GET", key, _presign_lifetime(key, expires_seconds))
+
+    async def presigned_get_url_async(self, key: str, expires_seconds: int) -> str:
+        return await obstore.sign_async(self.store, "GET", key, _presign_lifetime(key, expires_seconds))
 
     # ------------------------------------------------------------------ deleting
 
@@ -312,6 +312,13 @@ def _reraise_source_error(meter: Meter) -> None:
     """The chunk source's own exception (BlobTooLarge, the caller's error), not obstore's wrap."""
     if meter.error is not None and isinstance(meter.error, Exception):
         raise meter.error
+
+
+def _presign_lifetime(key: str, expires_seconds: int) -> timedelta:
+    validate_key(key)
+    if not 1 <= expires_seconds <= MAX_PRESIGN_SECONDS:
+        raise ValueError(f"expires_seconds must be between 1 and {MAX_PRESIGN_SECONDS}")
+    return timedelta(seconds=expires_seconds)
 
 
 def _get_options(start: int, end: int | None) -> dict[str, Any] | None:
