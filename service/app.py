@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from service.api import catalog, health, jobs
+from service.api.docs import mount_docs
 from service.api.web import mount_web
 from service.auth import declare_bearer_security
 from service.blobs import BlobStore
@@ -88,6 +89,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "Errors are `application/problem+json` (RFC 9457). Authenticate with "
         "`Authorization: Bearer <api key>` unless the service runs in open mode.",
         lifespan=lifespan,
+        # Swagger UI from the installed package (no CDN): service/api/docs.py.
+        docs_url=None,
+        redoc_url=None,
     )
     url = settings.redis_url or UNCONFIGURED_REDIS_URL
     connection = redis.Redis.from_url(url, **redis_options())
@@ -122,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(catalog.router)
     mount_web(app)
+    mount_docs(app)
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_request_bytes=settings.max_request_bytes,
