@@ -23,6 +23,21 @@ const UNITS_PARAMS = new Set(["channels", "units"]);
 const UNIT_PARAMS = new Set(["unit"]);
 const DATASET_PARAMS = new Set(["dataset", "reference_dataset"]);
 const PRIMARY_FIELD_COUNT = 5;
+// Which fields of a parameter group apply to each value of its discriminator, and which of them
+// are then required: the kind's validators say it, its JSON Schema cannot. Fields not named
+// here show for every value.
+const GROUP_VARIANTS = {
+  "activation_maximization.objective": {
+    by: "type",
+    fields: {
+      neuron: { required: ["layer", "units"], optional: ["position"] },
+      channel: { required: ["layer", "units"], optional: [] },
+      layer: { required: ["layer"], optional: [] },
+      class: { required: ["units"], optional: ["layer", "softmax_weight", "softmax_start"] },
+      direction: { required: ["layer", "vector"], optional: ["position"] },
+    },
+  },
+};
 
 // ---------------------------------------------------------------------------- helpers
 
@@ -292,6 +307,8 @@ const state = {
   historyToken: null,
   historyJobs: new Map(),
   pendingDelete: null, // {id, until}: a delete waiting for its confirmation
+  modelChosen: false, // the person picked the model (the page no longer picks it for them)
+  kindChosen: false, // the person picked the job kind
 };
 
 // ------------------------------------------------------------------------------ models
@@ -307,7 +324,7 @@ async function loadModels() {
   }
   const order = ["builtin", "upload", "plugin", "torchvision"];
   const sources = [...groups.keys()].sort((a, b) => (order.indexOf(a) + 1 || 99) - (order.indexOf(b) + 1 || 99));
-  const previous = select.value;
+  const previous = state.modelChosen ? select.value : state.model?.id;
   select.replaceChildren(
     ...sources.map((source) =>
       h("optgroup", { label: source },
@@ -315,8 +332,8 @@ async function loadModels() {
       ),
     ),
   );
-  const preferred = state.models.find((m) => m.id === previous) || state.models.find((m) => m.id === "shapes-cnn")
-    || state.models.find((m) => m.status === "ready") || state.models[0];
+  const preferred = (state.modelChosen && state.models.find((m) => m.id === previous)) || state.models.find((m) => m.id === "shapes-cnn")
+    || state.models.find((m) => m.status === "ready") || state.models.find((m) => m.id === previous) || state.models[0];
   if (preferred) select.value = preferred.id;
 }
 
@@ -334,7 +351,7 @@ async function selectModel(id) {
   renderModelFacts(info);
   $("#weights-row").hidden = info.source !== "torchvision";
   renderLayers();
-  if (kindChanged) chooseDefaultKind();
+  if (kindChanged || !state.kindChosen) chooseDefaultKind();
   renderKindForm();
   document.body.dataset.model = info.id; // the model's layers and form are shown
 }
@@ -435,11 +452,89 @@ function onUnitInput() {
   applySelection();
 }
 
+// ------------------------------------------------------------------ waiting for models
+
+// Right after `glassbox up` the API answers before a worker has registered the built-in models:
+// the page says what the service waits for (as /readyz words it) and tries again until then.
+const CATALOG_RETRY_FIRST_MS = 1000;
+const CATALOG_RETRY_MAX_MS = 8000;
+
+/** What /readyz says the service waits for, as a problem; null when it is ready. */
+async function readiness() {
+  const response = await fetch("/readyz", { headers: { Accept: "application/json" } });
+  return response.ok ? null : readProblem(response);
+}
+
+/**
+ * Load models, kinds and datasets and show the best model; returns what the page still waits
+ * for (a problem: /readyz's 503, or no ready model yet), or null when everything is there.
+ */
+async function refreshCatalog() {
+  try {
+    const before = JSON.stringify([state.models, state.datasets]);
+    await loadModels();
+    await Promise.all([loadKinds(), loadDatasets()]);
+    const chosen = $("#model-select").value;
+    // Shown again when something came since: the model's record, its layers, its datasets.
+    if (chosen && (chosen !== state.model?.id || JSON.stringify([state.models, state.datasets]) !== before)) await selectModel(chosen);
+    const waiting = await readiness();
+    if (waiting) return waiting;
+    if (!state.models.some((m) => m.status === "ready")) {
+      return {
+        title: "No model is ready yet",
+        detail: state.models.length
+          ? "None of the models listed is ready yet: a worker inspects them."
+          : "The service lists no model yet: a worker registers the built-in ones when it starts.",
+      };
+    }
+    return null;
+  } catch (error) {
+    if (error instanceof ApiError) return error.problem;
+    return { title: "The service did not answer", detail: String(error?.message ?? error) };
+  }
+}
+
+function showWaiting(problem, retryMs) {
+  $("#service-wait").hidden = !problem;
+  if (!problem) return;
+  $("#service-wait-title").textContent = problem.title || `HTTP ${problem.status}`;
+  $("#service-wait-detail").textContent = problem.detail || "";
+  $("#service-wait-retry").textContent = `Trying again in ${Math.round(retryMs / 1000)} s.`;
+}
+
+/** wake() ends the current wait of waitForCatalog at once ("Try now"). */
+const catalogWaiter = { wake: () => {} };
+
+/** Try again with a growing delay until the catalog is complete. */
+async function waitForCatalog(problem) {
+  for (let attempt = 0; problem; attempt++) {
+    const delay = Math.min(CATALOG_RETRY_FIRST_MS * 2 ** attempt, CATALOG_RETRY_MAX_MS);
+    showWaiting(problem, delay);
+    await new Promise((resolve) => {
+      const timer = setTimeout(resolve, delay);
+      catalogWaiter.wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    problem = await refreshCatalog();
+  }
+  catalogWaiter.wake = () => {};
+  showWaiting(null);
+}
+
 // ------------------------------------------------------------------------------- kinds
 
 async function loadKinds() {
-  state.kinds = await api("/v1/kinds");
-  $("#kind-select").replaceChildren(...state.kinds.map((k) => h("option", { value: k.name }, k.name)));
+  const kinds = await api("/v1/kinds");
+  const select = $("#kind-select");
+  const unchanged = deepEqual(kinds.map((k) => k.name), state.kinds.map((k) => k.name));
+  state.kinds = kinds;
+  if (unchanged) return;
+  const previous = select.value;
+  select.replaceChildren(...kinds.map((k) => h("option", { value: k.name }, k.name)));
+  if (kinds.some((k) => k.name === previous)) select.value = previous;
+  else chooseDefaultKind();
 }
 
 async function loadDatasets() {
@@ -565,7 +660,8 @@ function makeField(name, path, schema, root, required, listId) {
   const spec = widgetFor(schema, root);
   const s = spec.schema;
   const id = `param-${path.join("-")}`;
-  const label = h("span", { class: "field-label" }, h("code", {}, name), required ? h("span", { class: "required", title: "required" }, " *") : null);
+  const marker = h("span", { class: "required", title: "required", hidden: !required }, " *");
+  const label = h("span", { class: "field-label" }, h("code", {}, name), marker);
   const description = s.description || "";
   const help = description ? h("span", { class: "field-help", title: description }, description) : null;
   const field = { name, path, required, spec, default: s.default };
@@ -614,8 +710,14 @@ function makeField(name, path, schema, root, required, listId) {
   if (s.exclusiveMinimum !== undefined) bounds.push(`> ${s.exclusiveMinimum}`);
   if (s.maximum !== undefined) bounds.push(`≤ ${s.maximum}`);
   if (s.exclusiveMaximum !== undefined) bounds.push(`< ${s.exclusiveMaximum}`);
-  const placeholder = spec.widget === "list" ? "comma-separated" : bounds.join(", ") || (required ? "" : "optional");
-  if (input.tagName === "INPUT") input.placeholder = placeholder;
+  /** Required or not can change with the group's variant (a neuron objective needs a layer). */
+  field.setRequired = (value) => {
+    field.required = value;
+    marker.hidden = !value;
+    const placeholder = spec.widget === "list" ? "comma-separated" : bounds.join(", ") || (value ? "" : "optional");
+    if (input.tagName === "INPUT") input.placeholder = placeholder;
+  };
+  field.setRequired(required);
   input.dataset.param = path.join(".");
   input.addEventListener("input", updatePreview);
   input.addEventListener("change", updatePreview);
@@ -668,8 +770,13 @@ function renderKindForm() {
           state.fields.push(field);
         }
       }
-      state.fields.push({ name, path: [name], group: true, constants, required: true });
+      const groupField = { name, path: [name], group: true, constants, required: true, variants: GROUP_VARIANTS[`${kind.name}.${name}`] };
+      state.fields.push(groupField);
       primary.append(group);
+      if (groupField.variants) {
+        showGroupVariant(groupField);
+        fieldAt([name, groupField.variants.by])?.input.addEventListener("change", () => showGroupVariant(groupField));
+      }
       continue;
     }
     const field = spec.widget === "json" || spec.widget === "object" || spec.widget === "const" ? null : makeField(name, [name], schema, root, required.has(name), listFor(name));
@@ -703,6 +810,25 @@ function renderKindForm() {
     if (!field.group && DATASET_PARAMS.has(field.name) && field.read() === undefined && dataset) field.write(dataset);
   }
   applySelection();
+}
+
+function fieldAt(path) {
+  return state.fields.find((f) => !f.group && deepEqual(f.path, path)) || null;
+}
+
+/** Show the group's fields that apply to its discriminator's value, marked required or not. */
+function showGroupVariant(group) {
+  const { by, fields } = group.variants;
+  const rule = fields[fieldAt([group.name, by])?.read()];
+  for (const field of state.fields) {
+    if (field.group || field.path.length !== 2 || field.path[0] !== group.name || field.path[1] === by) continue;
+    field.schemaRequired ??= field.required;
+    const required = rule ? rule.required.includes(field.name) : field.schemaRequired;
+    field.hidden = Boolean(rule) && !required && !rule.optional.includes(field.name);
+    field.element.hidden = field.hidden;
+    field.setRequired(required);
+  }
+  updatePreview();
 }
 
 function setExtra(extra) {
@@ -764,6 +890,7 @@ function buildRequest() {
       Object.assign(params[field.name], field.constants);
       continue;
     }
+    if (field.hidden) continue; // does not apply to the group's variant
     const value = field.read();
     if (value === undefined) continue;
     if (!field.required && field.default !== undefined && deepEqual(value, field.default)) continue;
@@ -790,6 +917,68 @@ function updatePreview() {
     $("#request-preview").textContent = JSON.stringify(buildRequest(), null, 1);
   } catch (error) {
     $("#request-preview").textContent = error.message;
+  }
+  scheduleEstimate();
+}
+
+// ---------------------------------------------------------------------------- estimate
+
+// POST /v1/jobs/estimate takes the body of POST /v1/jobs and answers what the job would cost:
+// {kind, seconds: {cpu, gpu | null}, basis}. A service without it (404, 405) is not asked again;
+// a kind without a cost model (404 no-estimate) or a body it refuses (422) shows no estimate:
+// submitting shows the problem.
+const ESTIMATE_DEBOUNCE_MS = 400;
+const estimate = { timer: null, controller: null, supported: true };
+
+function scheduleEstimate() {
+  if (!estimate.supported) return;
+  clearTimeout(estimate.timer);
+  estimate.timer = setTimeout(requestEstimate, ESTIMATE_DEBOUNCE_MS);
+}
+
+function fmtSeconds(seconds) {
+  if (seconds < 10) return `${Number(seconds.toFixed(1))} s`;
+  if (seconds < 120) return `${Math.round(seconds)} s`;
+  return `${Math.round(seconds / 60)} min`;
+}
+
+async function requestEstimate() {
+  estimate.controller?.abort();
+  const box = $("#estimate");
+  let body;
+  try {
+    body = buildRequest();
+  } catch {
+    box.hidden = true;
+    return;
+  }
+  if (!body.kind || !body.model) {
+    box.hidden = true;
+    return;
+  }
+  const controller = new AbortController();
+  estimate.controller = controller;
+  try {
+    const answer = await api("/v1/jobs/estimate", { method: "POST", json: body, signal: controller.signal });
+    if (controller.signal.aborted) return;
+    const { cpu, gpu } = answer.seconds || {};
+    if (typeof cpu !== "number") throw new Error("no CPU estimate");
+    box.textContent = `about ${fmtSeconds(cpu)} on a CPU worker${typeof gpu === "number" ? ` (${fmtSeconds(gpu)} on a GPU)` : ""}`;
+    box.title = answer.basis || "";
+    box.dataset.cpu = String(cpu);
+    box.hidden = false;
+    document.body.dataset.estimate = "shown";
+  } catch (error) {
+    if (controller.signal.aborted) return;
+    // A 404 `no-estimate` is this kind's (it has no cost model); any other 404 or a 405 says
+    // the service has no estimate endpoint at all.
+    const missing = error instanceof ApiError && (error.status === 405
+      || (error.status === 404 && !String(error.problem.type || "").endsWith("/no-estimate")));
+    if (missing) {
+      estimate.supported = false;
+    }
+    document.body.dataset.estimate = missing ? "unsupported" : "none";
+    box.hidden = true;
   }
 }
 
@@ -1014,13 +1203,16 @@ function figure(artifact, caption, signal, className = "figure", upscale = 1) {
   if (upscale > 1) {
     // Small figures (64 px cells) are drawn larger, pixel for pixel, as far as the page allows.
     img.addEventListener("load", () => {
-      if (img.naturalWidth * upscale <= 1400) {
+      if (img.naturalWidth * upscale <= 1400 && img.naturalHeight * upscale <= window.innerHeight * 0.6) {
         img.style.width = `${img.naturalWidth * upscale}px`;
         img.classList.add("pixelated");
       }
     }, { once: true });
   }
-  return h("figure", { class: className, dataset: { artifact: artifact.name } }, img, caption ? h("figcaption", {}, caption) : null);
+  const shown = h("figure", { class: className, dataset: { artifact: artifact.name } }, img, caption ? h("figcaption", {}, caption) : null);
+  // A large figure is shown within the window; a click shows it at full size and back.
+  img.addEventListener("click", () => shown.classList.toggle("expanded"));
+  return shown;
 }
 
 function numbers(pairs) {
@@ -1090,7 +1282,9 @@ function commonFooter(job, doc, artifacts, signal) {
       h("li", {},
         h("button", { type: "button", class: "link", onclick: () => download(a, signal) }, a.name),
         h("span", { class: "muted small" }, ` ${a.content_type}, ${fmtBytes(a.bytes)}`))));
-  wrap.append(section(`Artifacts (${artifacts.size})`, list));
+  // A long list (a deconvnet job has two PNGs per projection) stays folded away.
+  wrap.append(h("details", { class: "result-section artifacts-list", open: artifacts.size <= ARTIFACTS_LISTED_OPEN },
+    h("summary", {}, `Artifacts (${artifacts.size})`), list));
   if (doc) wrap.append(h("details", { class: "raw" }, h("summary", {}, "result.json"), h("pre", {}, JSON.stringify(doc, null, 1))));
   wrap.append(h("details", { class: "raw" }, h("summary", {}, "params"), h("pre", {}, JSON.stringify(job.params, null, 1))));
   return wrap;
@@ -1110,6 +1304,8 @@ async function download(artifact, signal) {
   }
 }
 
+const ARTIFACTS_LISTED_OPEN = 12;
+
 function pngs(artifacts, exclude) {
   return [...artifacts.values()].filter((a) => a.content_type === "image/png" && !exclude.has(a.name));
 }
@@ -1117,7 +1313,7 @@ function pngs(artifacts, exclude) {
 function gallery(artifacts, signal, shown) {
   const images = pngs(artifacts, shown);
   images.forEach((a) => shown.add(a.name));
-  return images.length ? section("Images", h("div", { class: "gallery" }, images.map((a) => figure(a, a.name, signal, "figure small")))) : null;
+  return images.length ? section("Images", h("div", { class: "gallery scroll-box" }, images.map((a) => figure(a, a.name, signal, "figure small")))) : null;
 }
 
 function genericView(root, job, doc, artifacts, signal, shown) {
@@ -1145,27 +1341,40 @@ function deconvnetView(root, job, doc, artifacts, signal, shown) {
     root.append(h("p", { class: "notice" }, `Dead channels ${doc.dead_channels.join(", ")}: ${doc.dead_channels_note || "they never activate"}`));
   }
   const channels = doc.channels?.length ? doc.channels : [...new Set(doc.items.map((i) => i.channel))];
+  const rows = [];
   for (const channel of channels) {
     const items = doc.items.filter((i) => i.channel === channel);
     if (!items.length) continue;
     const max = doc.channel_max_activation?.[String(channel)];
-    const cards = items.map((item) => {
-      const name = `projection-${String(item.index).padStart(3, "0")}.png`;
-      const artifact = artifacts.get(name);
-      if (artifact) shown.add(name);
-      return h("article", { class: "item-card", dataset: { index: item.index, channel: item.channel } },
-        artifact ? artifactImage(artifact, `projection ${item.index}`, signal, "pixelated") : h("div", { class: "img-missing" }, "no image"),
-        numbers([
-          ["activation", item.activation, "activation"],
-          ["position", item.position ? `(${item.position.join(", ")})` : undefined, "position"],
-        ]),
-        h("div", { class: "card-caption", title: "the dataset image" },
-          item.image_name ?? (item.image_index !== undefined && item.image_index !== null ? `image #${item.image_index}` : "inline image")));
-    });
-    root.append(h("section", { class: "channel-row", dataset: { channel } },
+    rows.push(h("section", { class: "channel-row", dataset: { channel } },
       h("h4", {}, `Channel ${channel}`, max !== undefined ? h("span", { class: "muted" }, ` · max activation ${fmt(max)}`) : null),
-      h("div", { class: "cards" }, cards)));
+      h("div", { class: "cards strip" }, items.map((item) => projectionCard(item, artifacts, signal, shown)))));
   }
+  // One strip per channel, scrolled sideways; all of them in a box scrolled down: the page stays
+  // short whatever top_k and the number of channels.
+  root.append(section("Projections", h("p", { class: "muted small" }, "Each projection beside the image patch it came from."),
+    h("div", { class: "projections scroll-box" }, rows)));
+}
+
+/** A projection beside its image patch (`patch-NNN.png`, when the job made one), and its numbers. */
+function projectionCard(item, artifacts, signal, shown) {
+  const number = String(item.index).padStart(3, "0");
+  const projection = artifacts.get(`projection-${number}.png`);
+  const patch = artifacts.get(`patch-${number}.png`);
+  for (const artifact of [projection, patch]) if (artifact) shown.add(artifact.name);
+  const picture = (artifact, what) => artifact
+    ? h("div", { class: "picture", title: what }, artifactImage(artifact, `${what} ${item.index}`, signal, "pixelated"))
+    : null;
+  return h("article", { class: `item-card${patch ? " paired" : ""}`, dataset: { index: item.index, channel: item.channel } },
+    h("div", { class: "pictures" },
+      picture(projection, "projection") || h("div", { class: "img-missing" }, "no image"),
+      picture(patch, "image patch")),
+    numbers([
+      ["activation", item.activation, "activation"],
+      ["position", item.position ? `(${item.position.join(", ")})` : undefined, "position"],
+    ]),
+    h("div", { class: "card-caption", title: "the dataset image" },
+      item.image_name ?? (item.image_index !== undefined && item.image_index !== null ? `image #${item.image_index}` : "inline image")));
 }
 
 function sparkline(values) {
@@ -1245,7 +1454,7 @@ function activationMaximizationView(root, job, doc, artifacts, signal, shown) {
       history ? sparkline(history) : null,
       item.dataset_max_image ? h("div", { class: "card-caption", title: "where the dataset's strongest activation is" }, `dataset max at ${item.dataset_max_image}`) : null);
   });
-  root.append(section("Images", h("div", { class: "cards" }, cards)));
+  root.append(section("Images", h("div", { class: "cards scroll-box" }, cards)));
   const rest = gallery(artifacts, signal, shown);
   if (rest) root.append(rest);
 }
@@ -1464,7 +1673,10 @@ function pollHistory() {
 // -------------------------------------------------------------------------------- init
 
 function bind() {
-  $("#model-select").addEventListener("change", (e) => selectModel(e.target.value).catch((error) => reportAppError(error, "Could not load the model")));
+  $("#model-select").addEventListener("change", (e) => {
+    state.modelChosen = true;
+    selectModel(e.target.value).catch((error) => reportAppError(error, "Could not load the model"));
+  });
   $("#weights-select").addEventListener("change", () => {
     $("#weights-seed-field").hidden = $("#weights-select").value !== "random";
     updatePreview();
@@ -1477,7 +1689,11 @@ function bind() {
     renderSelection();
     applySelection();
   });
-  $("#kind-select").addEventListener("change", renderKindForm);
+  $("#kind-select").addEventListener("change", () => {
+    state.kindChosen = true;
+    renderKindForm();
+  });
+  $("#service-wait-now").addEventListener("click", () => catalogWaiter.wake());
   $("#extra-params").addEventListener("input", updatePreview);
   $("#job-form").addEventListener("submit", submitJob);
   $("#inspect-model").addEventListener("click", inspectModel);
@@ -1502,13 +1718,8 @@ function bind() {
 async function init() {
   bind();
   renderAuthState();
-  try {
-    await loadModels();
-    await Promise.all([loadKinds(), loadDatasets()]);
-    if ($("#model-select").value) await selectModel($("#model-select").value);
-  } catch (error) {
-    reportAppError(error, "Could not load the service's models");
-  }
+  const waiting = await refreshCatalog();
+  if (waiting) waitForCatalog(waiting); // goes on by itself: the page fills in when the models come
   await refreshHistory();
   const match = /^#job=([0-9a-z]+)$/.exec(location.hash);
   if (match) openJob(match[1]);
