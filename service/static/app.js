@@ -187,6 +187,7 @@ async function refreshCatalog() {
 
 function showWaiting(problem, retryMs) {
   $("#service-wait").hidden = !problem;
+  $("#submit-job").disabled = !state.model; // a job needs a model: none is listed yet
   if (!problem) return;
   $("#service-wait-title").textContent = problem.title || `HTTP ${problem.status}`;
   $("#service-wait-detail").textContent = problem.detail || "";

@@ -36,9 +36,12 @@ def test_a_page_opened_before_the_worker_registered_the_models_fills_in_by_itsel
         assert readyz.status_code == 503
         until(page, f"document.querySelector('#service-wait-detail').textContent === {json.dumps(readyz.json()['detail'])}")
         assert page.locator("#model-select option").count() == 0
+        assert page.is_disabled("#submit-job")
+        tab.screenshot("waiting-for-the-worker")
 
         stack.start_worker()
         page.wait_for_selector("#service-wait", state="hidden", timeout=60_000)
+        assert page.is_enabled("#submit-job")
         until(page, "document.body.dataset.model === 'shapes-cnn'")
         with stack.client() as client:
             models = {m["id"] for m in client.get("/v1/models").json()}
