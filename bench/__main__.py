@@ -73,6 +73,13 @@ BENCHMARKS = [
         ("--rows", "200", "--repeats", "1", "--shap-rows", "20", "--sweep", "10,50"),
         needs=("shap",),
     ),
+    Benchmark(
+        "job_costs",
+        "a job of every kind with default settings, end to end, against POST /v1/jobs/estimate",
+        (),
+        ("--quick",),
+        takes_device=True,
+    ),
 ]
 
 

@@ -56,6 +56,10 @@ class JobKind(BaseModel):
     # Optional: the datasets the params name, so that the API refuses an unknown one (or one of
     # the wrong kind) at submit, instead of a worker failing the job later.
     datasets: Callable[[Any], list[DatasetUse]] | None = None
+    # Optional: how long a job would take, `cost(params, model_record, dataset_records)` ->
+    # service.kinds.cost.Estimate, with dataset_records keyed by the ids `datasets` names
+    # (POST /v1/jobs/estimate answers it; torch-free, like `check`).
+    cost: Callable[[Any, dict[str, Any], dict[str, dict[str, Any]]], Any] | None = None
 
 
 WebhookEvent = Literal["running", "succeeded", "failed", "canceled"]

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, File, Form, Path, Request, Response, Upl
 from pydantic import ValidationError
 
 from service.api.deps import Datasets, Store, problem_responses
+from service.api.operation_ids import camel_case_operation_id
 from service.auth import Tenant
 from service.blobs import BlobStore
 from service.builtin_kinds import MODEL_INSPECTION
@@ -20,7 +21,7 @@ from service.model_refs import TORCHVISION_PREFIX
 from service.problems import ProblemError, invalid, nested_validation_problem
 from service.uploads import UploadRejected, check_csv, check_image_zip, check_model_file
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", generate_unique_id_function=camel_case_operation_id)
 
 BUILTIN_ARCHITECTURES = ("shapes-cnn", "tabular-mlp")
 DATASET_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"

@@ -7,9 +7,10 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api.deps import problem_responses
+from service.api.operation_ids import camel_case_operation_id
 from service.problems import REDIS_RETRY_AFTER_SECONDS, problem_response
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], generate_unique_id_function=camel_case_operation_id)
 
 
 @router.get("/livez", summary="The process is up")

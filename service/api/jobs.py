@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated
+from typing import Annotated, Any, NamedTuple
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from service.api.deps import Catalog, Datasets, Kinds, Store, problem_responses
+from service.api.operation_ids import camel_case_operation_id
 from service.auth import Tenant, get_settings
 from service.jobs import CancelOutcome, decode_page_token, record_to_job, request_fingerprint
-from service.jobspec import DatasetUse, Job, JobCreate, JobPage, JobStatus, KindInfo
+from service.jobspec import DatasetUse, Job, JobCreate, JobKind, JobPage, JobStatus, KindInfo
+from service.kinds.cost import JobEstimate
 from service.model_catalog import ModelCatalog
 from service.model_refs import ModelRefError, parse_model_ref
 from service.problems import ProblemError, invalid, nested_validation_problem
 from service.settings import Settings
 from service.webhooks import WebhookRefused, check_url, tenant_secret
 
-router = APIRouter(prefix="/v1", tags=["jobs"])
+router = APIRouter(prefix="/v1", tags=["jobs"], generate_unique_id_function=camel_case_operation_id)
 
 POLL_AFTER_SECONDS = 1
 SSE_KEEPALIVE_SECONDS = 15.0
@@ -79,47 +81,14 @@ def create_job(
         ),
     ] = None,
 ) -> Job:
-    kind = kinds.get(body.kind)
-    if kind is None:
-        allowed = ", ".join(sorted(kinds)) or "none (no job kinds are installed)"
-        raise invalid(["body", "kind"], f"unknown job kind {body.kind!r}; allowed: {allowed}", "unknown-kind")
-    try:
-        params = kind.params_model.model_validate(body.params)
-    except ValidationError as exc:
-        raise nested_validation_problem(exc, "params", "invalid-params") from exc
-    try:
-        model_ref = parse_model_ref(body.model)
-    except ModelRefError as exc:
-        raise invalid(["body", "model"], str(exc), "invalid-model") from exc
-    model_record = catalog.get(tenant, model_ref.id)
-    if model_record is None:
-        allowed = ", ".join(catalog.ids(tenant)) or "none"
-        raise invalid(["body", "model"], f"unknown model {body.model!r}; allowed: {allowed}", "unknown-model")
-    if kind.check is not None:
-        kind.check(params, model_record)
-    for use in kind.datasets(params) if kind.datasets is not None else []:
-        _check_dataset(use, tenant, datasets)
-    timeout = body.timeout_seconds or settings.job_timeout_seconds
-    if timeout > settings.job_timeout_seconds:
-        raise invalid(
-            ["body", "timeout_seconds"],
-            f"at most {settings.job_timeout_seconds} (GLASSBOX_JOB_TIMEOUT_SECONDS)",
-            "limit-exceeded",
-        )
-    if body.webhook is not None:
-        if not settings.webhook_secret:
-            raise invalid(["body", "webhook"], "webhooks are not configured on this service (GLASSBOX_WEBHOOK_SECRET)")
-        try:
-            check_url(body.webhook.url, settings)
-        except WebhookRefused as exc:
-            raise invalid(["body", "webhook", "url"], str(exc), "webhook-refused") from exc
+    admitted = admit(body, tenant, catalog, datasets, kinds, settings)
     outcome = store.create(
         tenant,
         kind=body.kind,
         model=body.model,
-        params=params.model_dump(mode="json"),
+        params=admitted.params.model_dump(mode="json"),
         metadata=body.metadata,
-        timeout_seconds=timeout,
+        timeout_seconds=admitted.timeout_seconds,
         idempotency_key=idempotency_key,
         fingerprint=request_fingerprint(body.model_dump(mode="json")),
         webhook=body.webhook.model_dump() if body.webhook else None,
@@ -140,7 +109,91 @@ def create_job(
     return job
 
 
-def _check_dataset(use: DatasetUse, tenant: str, datasets: ModelCatalog) -> None:
+@router.post(
+    "/jobs/estimate",
+    response_model=JobEstimate,
+    summary="Estimate how long a job would take",
+    description="Takes the body of `POST /v1/jobs` and checks it the same way (the same 422s), "
+    "creating nothing: how many seconds the job would run on an idle CPU and GPU worker that has "
+    "the model loaded, and what the estimate counts (`basis`). A rough figure (within a factor of "
+    "about 3): enough to tell a second from a minute before submitting.",
+    dependencies=[Depends(require_json_body)],
+    responses=problem_responses(401, 404, 413, 415, 422, 503),
+)
+def estimate_job(
+    body: JobCreate,
+    tenant: Tenant,
+    catalog: Catalog,
+    datasets: Datasets,
+    kinds: Kinds,
+    settings: Annotated[Settings, Depends(get_settings)],
+) -> JobEstimate:
+    admitted = admit(body, tenant, catalog, datasets, kinds, settings)
+    if admitted.kind.cost is None:
+        raise ProblemError(404, "no-estimate", f"Job kind {body.kind!r} has no cost model: it runs, but cannot be estimated.")
+    cost = admitted.kind.cost(admitted.params, admitted.model_record, admitted.dataset_records)
+    return JobEstimate(kind=body.kind, seconds=cost.seconds, basis=cost.basis)
+
+
+class Admission(NamedTuple):
+    """A job request that passed every submit-time check, with what the checks looked up."""
+
+    kind: JobKind
+    params: BaseModel
+    model_record: dict[str, Any]
+    dataset_records: dict[str, dict[str, Any]]
+    timeout_seconds: int
+
+
+def admit(
+    body: JobCreate,
+    tenant: str,
+    catalog: ModelCatalog,
+    datasets: ModelCatalog,
+    kinds: dict[str, JobKind],
+    settings: Settings,
+) -> Admission:
+    """Every check a job request gets before it is queued (a 422 naming the field): creating a
+    job and estimating one run the same checks, so an estimate is refused exactly when a create is."""
+    kind = kinds.get(body.kind)
+    if kind is None:
+        allowed = ", ".join(sorted(kinds)) or "none (no job kinds are installed)"
+        raise invalid(["body", "kind"], f"unknown job kind {body.kind!r}; allowed: {allowed}", "unknown-kind")
+    try:
+        params = kind.params_model.model_validate(body.params)
+    except ValidationError as exc:
+        raise nested_validation_problem(exc, "params", "invalid-params") from exc
+    try:
+        model_ref = parse_model_ref(body.model)
+    except ModelRefError as exc:
+        raise invalid(["body", "model"], str(exc), "invalid-model") from exc
+    model_record = catalog.get(tenant, model_ref.id)
+    if model_record is None:
+        allowed = ", ".join(catalog.ids(tenant)) or "none"
+        raise invalid(["body", "model"], f"unknown model {body.model!r}; allowed: {allowed}", "unknown-model")
+    if kind.check is not None:
+        kind.check(params, model_record)
+    dataset_records: dict[str, dict[str, Any]] = {}
+    for use in kind.datasets(params) if kind.datasets is not None else []:
+        dataset_records[use.dataset_id] = _check_dataset(use, tenant, datasets)
+    timeout = body.timeout_seconds or settings.job_timeout_seconds
+    if timeout > settings.job_timeout_seconds:
+        raise invalid(
+            ["body", "timeout_seconds"],
+            f"at most {settings.job_timeout_seconds} (GLASSBOX_JOB_TIMEOUT_SECONDS)",
+            "limit-exceeded",
+        )
+    if body.webhook is not None:
+        if not settings.webhook_secret:
+            raise invalid(["body", "webhook"], "webhooks are not configured on this service (GLASSBOX_WEBHOOK_SECRET)")
+        try:
+            check_url(body.webhook.url, settings)
+        except WebhookRefused as exc:
+            raise invalid(["body", "webhook", "url"], str(exc), "webhook-refused") from exc
+    return Admission(kind, params, model_record, dataset_records, timeout)
+
+
+def _check_dataset(use: DatasetUse, tenant: str, datasets: ModelCatalog) -> dict[str, Any]:
     loc = ["body", "params", *use.loc]
     record = datasets.get(tenant, use.dataset_id)
     if record is None:
@@ -150,6 +203,7 @@ def _check_dataset(use: DatasetUse, tenant: str, datasets: ModelCatalog) -> None
         raise invalid(
             loc, f"dataset {use.dataset_id!r} holds {record.get('kind')}; this needs {use.kind}", "wrong-dataset-kind"
         )
+    return record
 
 
 @router.get(
@@ -159,7 +213,7 @@ def _check_dataset(use: DatasetUse, tenant: str, datasets: ModelCatalog) -> None
     "`whsec_`, of `{webhook-id}.{webhook-timestamp}.{body}`, compared with the `v1,` signature.",
     responses=problem_responses(401, 404),
 )
-async def webhook_secret(tenant: Tenant, settings: Annotated[Settings, Depends(get_settings)]) -> dict[str, str]:
+async def get_webhook_secret(tenant: Tenant, settings: Annotated[Settings, Depends(get_settings)]) -> dict[str, str]:
     if not settings.webhook_secret:
         raise ProblemError(404, "webhooks-off", "Webhooks are not configured on this service.")
     return {"secret": tenant_secret(settings, tenant)}
@@ -277,7 +331,7 @@ async def get_artifact(
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}}, **problem_responses(401, 404, 503)},
 )
-async def job_events(job_id: JobId, tenant: Tenant, request: Request) -> StreamingResponse:
+async def get_job_events(job_id: JobId, tenant: Tenant, request: Request) -> StreamingResponse:
     store = request.app.state.store
     async_redis = request.app.state.async_redis
     channel = store.keys.events(job_id)

@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from service.jobspec import DatasetUse, JobKind
+from service.kinds.cost import Estimate, Rates, estimate, input_pixels, network
 from service.layers import MAX_CHOICES_LISTED, check_position, check_units, find_layer
 from service.problems import invalid
 
@@ -403,6 +404,36 @@ def check_activation_maximization(params: ActivationMaximizationParams, record: 
     resolve_objective(params, record)
 
 
+def activation_maximization_cost(
+    params: ActivationMaximizationParams, record: dict[str, Any], datasets: dict[str, dict[str, Any]]
+) -> Estimate:
+    """`steps` forward and backward passes of the whole batch (units x images_per_unit) to the
+    objective's layer, plus rendering each image at `size` every step; then a forward pass over
+    the reference dataset, if any, and a PNG per image."""
+    batch = max(1, len(params.objective.units)) * params.images_per_unit
+    layer = params.objective.layer or default_class_layer(record)
+    net = network(record, layer)
+    reference = int(datasets[params.reference_dataset].get("count") or 0) if params.reference_dataset else 0
+    pixels = input_pixels(record)
+
+    def work(rates: Rates) -> float:
+        step = rates.step + net.backward(rates, batch, batch) + batch * params.size**2 * rates.render_pixel
+        return (
+            rates.job
+            + params.steps * step
+            + reference * pixels * rates.input_pixel
+            + net.forward(rates, reference)
+            + 2 * batch * rates.image_file
+        )
+
+    return estimate(
+        work,
+        f"{params.steps} steps of {batch} image(s) rendered at {params.size} px, each a forward and backward "
+        f"pass to {layer or 'the last layer'!r} ({net.describe()})"
+        + (f"; a forward pass over {reference} reference images" if reference else ""),
+    )
+
+
 JOB_KINDS = [
     JobKind(
         name="activation_maximization",
@@ -414,6 +445,7 @@ JOB_KINDS = [
         "in one batched optimization; result.json reports each image's activation, its robustness to "
         "transforms, its ratio to the strongest dataset example and whether the unit is the top one.",
         check=check_activation_maximization,
+        cost=activation_maximization_cost,
         datasets=lambda params: (
             [DatasetUse(("reference_dataset",), params.reference_dataset, "images")] if params.reference_dataset else []
         ),

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from service.jobspec import DatasetUse, JobKind
+from service.kinds.cost import Estimate, Rates, estimate, input_pixels, network
 from service.layers import check_position, check_units, find_layer
 from service.problems import invalid
 from service.uploads import UploadRejected, check_image_header
@@ -18,6 +19,7 @@ MAX_INLINE_IMAGE_BYTES = 4 * 1024 * 1024
 MAX_CHANNELS = 64
 MAX_TOP_K = 64
 MAX_PROJECTIONS = 1024
+DEFAULT_TOP_CHANNELS = 8
 
 
 class DeconvnetParams(BaseModel):
@@ -85,7 +87,7 @@ class DeconvnetParams(BaseModel):
         if self.position is not None:
             if self.images is None or len(self.images) != 1 or not self.channels or len(self.channels) != 1:
                 raise ValueError("`position` projects one neuron: it needs exactly one image in `images` and one channel")
-        if len(self.channels or range(self.top_channels or 8)) * self.top_k > MAX_PROJECTIONS:
+        if len(self.channels or range(self.top_channels or DEFAULT_TOP_CHANNELS)) * self.top_k > MAX_PROJECTIONS:
             raise ValueError(f"channels x top_k is over {MAX_PROJECTIONS} projections; ask for fewer")
         return self
 
@@ -104,6 +106,31 @@ def check_deconvnet(params: DeconvnetParams, record: dict[str, Any]) -> None:
         check_position(layer, params.position, ["body", "params", "position"])
 
 
+def deconvnet_cost(params: DeconvnetParams, record: dict[str, Any], datasets: dict[str, dict[str, Any]]) -> Estimate:
+    """A forward pass over the images (stopping at the layer), then per projected neuron a
+    forward and backward pass for its projection and two more for its receptive field, and a PNG."""
+    images = len(params.images) if params.images is not None else int(datasets[params.dataset].get("count") or 0)
+    channels = 1 if params.position is not None else len(params.channels or range(params.top_channels or DEFAULT_TOP_CHANNELS))
+    projections = 1 if params.position is not None else channels * min(params.top_k, images)
+    net = network(record, params.layer)
+    pixels = input_pixels(record)
+
+    def work(rates: Rates) -> float:
+        return (
+            rates.job
+            + images * pixels * rates.input_pixel
+            + net.forward(rates, images, params.batch_size)
+            + net.backward(rates, 3 * projections, params.batch_size)
+            + 2 * projections * rates.image_file
+        )
+
+    return estimate(
+        work,
+        f"a forward pass of {images} images to {params.layer!r} ({net.describe()}), then {projections} "
+        "projections (a backward pass each, and two for their receptive fields) and their PNGs",
+    )
+
+
 JOB_KINDS = [
     JobKind(
         name="deconvnet",
@@ -113,6 +140,7 @@ JOB_KINDS = [
         "most and the projection of its strongest activation back to pixel space (also guided "
         "backpropagation and plain gradient saliency).",
         check=check_deconvnet,
+        cost=deconvnet_cost,
         datasets=lambda params: [DatasetUse(("dataset",), params.dataset, "images")] if params.dataset else [],
     )
 ]

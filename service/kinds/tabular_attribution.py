@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.jobspec import DatasetUse, JobKind
+from service.kinds.cost import Estimate, Rates, estimate, network
 from service.layers import find_layer
 from service.problems import ProblemError, invalid
 from service.tabular_cells import cell_problem, listed_categories
@@ -324,6 +325,39 @@ def tabular_datasets(params: TabularAttributionParams) -> list[DatasetUse]:
     return uses
 
 
+def tabular_attribution_cost(
+    params: TabularAttributionParams, record: dict[str, Any], datasets: dict[str, dict[str, Any]]
+) -> Estimate:
+    """The method's model evaluations (`estimated_evaluations`, the same count the limit uses:
+    building each input, and the model's forward pass), per-row bookkeeping, and the charts:
+    importance, a waterfall per row up to 10 rows, a beeswarm from 10 rows on."""
+    table = int(datasets[params.dataset].get("count") or 0) if params.dataset else 0
+    rows = len(params.rows) if params.rows is not None else len(params.indices or []) or min(params.sample or table, table)
+    background = params.baseline.size if isinstance(params.baseline, BackgroundBaseline) else 1
+    variables = len(tabular_features(record) or [])
+    evaluations = estimated_evaluations(params.method, rows, background, variables, params.n_steps, params.n_samples)
+    charts = 1 + (rows if rows <= 10 else 0) + (1 if rows >= 10 else 0)
+    net = network(record)
+
+    def work(rates: Rates) -> float:
+        per_row = max(1, evaluations // max(1, rows))
+        return (
+            rates.job
+            + rates.tabular_job
+            + rows * rates.tabular_row
+            + evaluations * rates.evaluation
+            + net.forward(rates, evaluations, per_row)
+            + charts * rates.chart
+        )
+
+    return estimate(
+        work,
+        f"{params.method} on {rows} rows: about {evaluations:,} model evaluations ({net.describe()}), "
+        f"and {charts} charts",
+    )
+
+
+
 JOB_KINDS = [
     JobKind(
         name="tabular_attribution",
@@ -335,6 +369,7 @@ JOB_KINDS = [
         f"(up to {MAX_EXACT_SHAPLEY_VARIABLES} variables). Categorical variables are reported as one "
         "variable. Also the rows that activate the target most and the input that maximizes it.",
         check=check_tabular_attribution,
+        cost=tabular_attribution_cost,
         datasets=tabular_datasets,
     )
 ]
