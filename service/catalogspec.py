@@ -17,6 +17,11 @@ class Layer(BaseModel):
     units: int = Field(description="Channels of a feature map, or features of a vector.")
 
 
+class ModelBatch(BaseModel):
+    min: int = Field(ge=1, description="Smallest batch the model takes.")
+    max: int | None = Field(default=None, ge=1, description="Largest batch it takes; null: no limit.")
+
+
 class ModelInfo(BaseModel):
     id: str
     name: str
@@ -35,6 +40,14 @@ class ModelInfo(BaseModel):
     output: str | None = Field(default=None, description="What the outputs mean (tabular models).")
     error: str | None = None
     inspection_job: str | None = Field(default=None, description="Uploads: the job that inspects the model.")
+    batch: ModelBatch | None = Field(
+        default=None,
+        description="The batch sizes (dim 0 of the input) the model takes, found at inspection: what a "
+        "torch.export archive declares, confirmed by running it. An archive exported without "
+        "`dynamic_shapes` takes only its example's batch size (`{\"min\": 1, \"max\": 1}`): jobs then "
+        "feed it pieces of at most `max` inputs and pad a piece smaller than `min` by repeating an "
+        "input, so every job kind works, only slower. null until inspected.",
+    )
 
 
 class ModelSummary(BaseModel):

@@ -24,9 +24,12 @@ MAX_CSV_COLUMNS = 2_000
 MAX_CATEGORIES_LISTED = 50
 
 EXPORT_ADVICE = (
-    "Glassbox never unpickles uploads. Export the model instead: "
-    "`torch.export.save(torch.export.export(model.eval(), (example_input,)), 'model.pt2')` "
-    "(format `exported_program`), or save its weights with "
+    "Glassbox never unpickles uploads. Export the model instead, with a batch dimension that "
+    "takes any size (`Dim`, and an example batch of 2: torch fixes a dimension of size 1): "
+    "`torch.export.save(torch.export.export(model.eval(), (torch.randn(2, 3, 224, 224),), "
+    "dynamic_shapes=({0: torch.export.Dim('batch')},)), 'model.pt2')` "
+    "(format `exported_program`; without `dynamic_shapes` the archive takes only its example's batch "
+    "size, and jobs run it one piece at a time), or save its weights with "
     "`safetensors.torch.save_file(model.state_dict(), 'model.safetensors')` "
     "(format `safetensors`, with the manifest's `architecture`)."
 )

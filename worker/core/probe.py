@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from worker.core.batching import in_accepted_batches
+
 FUNCTIONAL_ACTIVATIONS: dict[Callable, str] = {
     F.relu: "relu",
     torch.relu: "relu",
@@ -111,13 +113,18 @@ def inspect_layers(model: nn.Module, example: torch.Tensor) -> list[LayerInfo]:
             return
         record(address(f"{parent}:{fn_name}"), f"functional.{fn_name}", output)
 
+    def forward(piece: torch.Tensor) -> torch.Tensor:
+        model(piece)
+        return piece  # the hooks record what is needed, whatever the model returns
+
     handles = []
     for module in names:
         handles.append(module.register_forward_pre_hook(pre_hook))
         handles.append(module.register_forward_hook(post_hook))
     try:
         with _FunctionalRecorder(on_functional):
-            model(example)
+            # One input, so one forward pass (padded where the model takes larger batches only).
+            in_accepted_batches(model, example[:1], forward)
     finally:
         for handle in handles:
             handle.remove()
@@ -144,7 +151,13 @@ def capture_activation(model: nn.Module, x: torch.Tensor, layer: str) -> torch.T
 
     The forward pass stops as soon as that output exists: layers after it are never computed.
     Gradients flow from the returned tensor back to `x` as usual. No hook outlives the call.
+    A model that takes only some batch sizes (worker.core.batching) gets `x` in pieces, each
+    captured by a forward pass of its own (the hooks count calls, and stop, per forward).
     """
+    return in_accepted_batches(model, x, lambda piece: _capture_once(model, piece, layer))
+
+
+def _capture_once(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
     module_name, function, call = parse_layer_name(layer)
     modules = dict(model.named_modules())
     if module_name and module_name not in modules:

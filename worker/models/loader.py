@@ -14,6 +14,13 @@ from service.catalogspec import ModelInfo
 from service.model_catalog import ModelCatalog
 from service.model_refs import ModelRef, ModelRefError, parse_model_ref
 from worker.context import JobFailed
+from worker.core.batching import (
+    BatchSizes,
+    accepted_batch_sizes,
+    confirm_batch_sizes,
+    in_accepted_batches,
+    set_accepted_batch_sizes,
+)
 from worker.core.probe import inspect_layers
 from worker.models import tabular
 from worker.models.builtin import BUILTIN_MODELS
@@ -85,6 +92,9 @@ class ModelLoader:
         module = self._build(scope, ref, record).to(self.device).eval()
         for parameter in module.parameters():
             parameter.requires_grad_(False)
+        if record.get("batch"):  # confirmed by the model's inspection
+            sizes = BatchSizes(**record["batch"])
+            set_accepted_batch_sizes(module, None if sizes.any else sizes)
         if not record.get("layers") or record.get("status") != "ready":
             record = self._inspect(scope, ref, module, record)
         return LoadedModel(module=module, record=record)
@@ -113,17 +123,23 @@ class ModelLoader:
 
     def _inspect(self, scope: str, ref: ModelRef, module: nn.Module, record: dict[str, Any]) -> dict[str, Any]:
         example = example_input(record, self.device)
+
+        def first_output(x: torch.Tensor) -> Any:
+            output = module(x)
+            return output[0] if isinstance(output, (tuple, list)) and output else output
+
         try:
+            with torch.no_grad():
+                batch = self._batch_sizes(module, record, example, first_output)
             layers = inspect_layers(module, example)
-            output = module(example)
+            with torch.no_grad():
+                output = in_accepted_batches(module, example, first_output)
         except Exception as exc:
             raise JobFailed(
                 "model-invalid",
                 "A forward pass on an input matching the manifest failed",
                 f"input {list(example.shape)}: {type(exc).__name__}: {exc}",
             ) from exc
-        if isinstance(output, (tuple, list)):
-            output = output[0]
         if not isinstance(output, torch.Tensor):
             raise JobFailed("model-invalid", "The model does not return a tensor", type(output).__name__)
         if not torch.isfinite(output).all():
@@ -133,6 +149,7 @@ class ModelLoader:
             status="ready",
             error=None,
             layers=[layer.to_dict() for layer in layers],
+            batch=batch.to_dict(),
             parameters=sum(p.numel() for p in module.parameters()),
         )
         labels = record.get("labels")
@@ -142,3 +159,15 @@ class ModelLoader:
         ModelInfo.model_validate(updated)
         self.catalog.put(scope, ref.id, updated)
         return updated
+
+    @staticmethod
+    def _batch_sizes(module: nn.Module, record: dict[str, Any], example: torch.Tensor, forward) -> BatchSizes:
+        """The batch sizes an uploaded archive takes (its declaration, confirmed by running it),
+        set on the module for every later call; modules built here in Python take any."""
+        if record.get("format") != "exported_program":
+            return BatchSizes()
+        declared = accepted_batch_sizes(module) or BatchSizes()
+        set_accepted_batch_sizes(module, None)  # the confirming runs call the model as it is
+        sizes = confirm_batch_sizes(forward, example, declared)
+        set_accepted_batch_sizes(module, None if sizes.any else sizes)
+        return sizes

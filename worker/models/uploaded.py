@@ -17,8 +17,10 @@ from typing import Any
 import torch
 from safetensors.torch import load as load_safetensors
 from torch import nn
+from torch.export.graph_signature import InputKind
 
 from worker.context import JobFailed
+from worker.core.batching import BatchSizes, set_accepted_batch_sizes
 
 
 class PickleRefused(Exception):
@@ -74,7 +76,10 @@ def load_exported_program(data: bytes) -> nn.Module:
         # unflatten keeps the original module hierarchy, so layers keep the names users know.
         module = torch.export.unflatten(program)
     except Exception:
-        return program.module()
+        module = program.module()
+        set_accepted_batch_sizes(module, declared_batch_sizes(program))
+        return module
+    set_accepted_batch_sizes(module, declared_batch_sizes(program))
     original_types: dict[str, str] = {}
     for node in program.graph.nodes:
         for fqn, type_ in (node.meta.get("nn_module_stack") or {}).values():
@@ -85,6 +90,34 @@ def load_exported_program(data: bytes) -> nn.Module:
             # Read by the probe: layers report the type the model was written with.
             submodule.glassbox_layer_type = original_types[fqn]
     return module
+
+
+def declared_batch_sizes(program: torch.export.ExportedProgram) -> BatchSizes | None:
+    """The batch sizes (dim 0 of the first input) the archive declares: its example's size
+    when the dimension is static (the default of `torch.export.export`), the range of its
+    symbol when it was exported with a `Dim`; None when the archive does not say (no tensor
+    input, or a batch that is an expression such as `2*batch`)."""
+    user_inputs = [
+        spec.arg.name
+        for spec in program.graph_signature.input_specs
+        if spec.kind == InputKind.USER_INPUT and hasattr(spec.arg, "name")
+    ]
+    placeholders = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
+    value = placeholders[user_inputs[0]].meta.get("val") if user_inputs and user_inputs[0] in placeholders else None
+    if not isinstance(value, torch.Tensor) or value.dim() == 0:
+        return None
+    batch = value.shape[0]
+    if isinstance(batch, int):
+        return BatchSizes(max(batch, 1), max(batch, 1))
+    import sympy
+
+    expression = batch.node.expr
+    bounds = program.range_constraints.get(expression)
+    if bounds is None or not isinstance(expression, sympy.Symbol):
+        return None
+    # torch's unbounded `int_oo` claims to be finite: only a sympy Integer is a bound.
+    high = int(bounds.upper) if isinstance(bounds.upper, sympy.Integer) else None
+    return BatchSizes(max(int(bounds.lower), 1), max(high, 1) if high is not None else None)
 
 
 def load_state_dict_into(module: nn.Module, data: bytes) -> nn.Module:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from worker.core.batching import in_accepted_batches
 from worker.core.probe import capture_activation
 
 
@@ -32,7 +33,7 @@ class OutputForward(nn.Module):
         self.index = int(index)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _select(self.model(x), self.index, "output")
+        return _select(in_accepted_batches(self.model, x, self.model), self.index, "output")
 
 
 class NeuronForward(nn.Module):
