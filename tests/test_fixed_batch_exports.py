@@ -244,3 +244,45 @@ def test_activation_maximization_of_several_units_gives_the_builtin_models_image
                 [image[field] for image in expected_result["images"]],
                 rtol=1e-4, atol=1e-4,
             )  # fmt: skip
+
+
+def test_tabular_attribution_of_an_exported_tabular_model_equals_the_builtin_ones(batch_stack):
+    """Attribution methods evaluate the model on many rows at once (integration paths,
+    coalitions): a tabular archive exported with a batch of 1 gives retail-mlp's results."""
+    from worker.models.builtin import BUILTIN_MODELS
+    from worker.models.tabular import encoded_width
+
+    builtin = BUILTIN_MODELS["retail-mlp"]
+    example = torch.zeros(1, encoded_width(builtin.input["tabular"]["features"]))
+    buffer = io.BytesIO()
+    torch.export.save(torch.export.export(builtin.build().eval(), (example,)), buffer)
+    client = batch_stack.client()
+    manifest = {"name": "retail-static", "kind": "tabular", "format": "exported_program", "input": builtin.input}
+    response = client.post(
+        "/v1/models", files={"file": ("net.pt2", buffer.getvalue())}, data={"manifest": json.dumps(manifest)}
+    )
+    assert response.status_code == 202, response.text
+    inspected = batch_stack.wait_status(client, response.json()["inspection_job"], {"succeeded", "failed"}, timeout=120)
+    assert inspected["status"] == "succeeded", inspected["error"]
+    assert client.get("/v1/models/retail-static").json()["batch"] == {"min": 1, "max": 1}
+    for params in (
+        {"dataset": "retail-sample", "sample": 12, "seed": 1, "method": "integrated_gradients", "n_steps": 16},
+        {"dataset": "retail-sample", "sample": 12, "seed": 1, "method": "feature_ablation",
+         "target": {"type": "neuron", "layer": "act1", "unit": 3}},
+    ):  # fmt: skip
+        jobs = {}
+        for model in ("retail-mlp", "retail-static"):
+            created = client.post("/v1/jobs", json={"kind": "tabular_attribution", "model": model, "params": params})
+            assert created.status_code == 202, created.text
+            jobs[model] = batch_stack.wait_status(client, created.json()["id"], {"succeeded", "failed"}, timeout=120)
+            assert jobs[model]["status"] == "succeeded", jobs[model]["error"]
+        expected, got = (json.loads(artifact(batch_stack, jobs[m], "result.json"))["rows"] for m in jobs)
+        assert [row["index"] for row in got] == [row["index"] for row in expected]
+        for row, expected_row in zip(got, expected):
+            assert row["attributions"].keys() == expected_row["attributions"].keys()
+            np.testing.assert_allclose(
+                [row["attributions"][k] for k in row["attributions"]] + [row["output"]],
+                [expected_row["attributions"][k] for k in row["attributions"]] + [expected_row["output"]],
+                rtol=1e-4, atol=1e-5,
+            )  # fmt: skip
+        assert any(abs(v) > 1e-3 for row in expected for v in row["attributions"].values())
