@@ -48,6 +48,12 @@ class ModelInfo(BaseModel):
         "feed it pieces of at most `max` inputs and pad a piece smaller than `min` by repeating an "
         "input, so every job kind works, only slower. null until inspected.",
     )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What to check about this model: defaults Glassbox filled in for the manifest "
+        "(a torchvision architecture's mean/std), or a contract that may not be what the model was "
+        "trained with (no normalization given).",
+    )
 
 
 class ModelSummary(BaseModel):
@@ -66,7 +72,16 @@ class DatasetInfo(BaseModel):
     description: str = ""
     count: int = Field(description="Images, or rows.")
     image_size: list[int] | None = None
-    columns: list[dict[str, Any]] | None = Field(default=None, description="Name and inferred type of each column.")
+    columns: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="Name, inferred type (`numeric` or `categorical`), count of `missing` cells, and, "
+        "for a categorical column, its `categories` (null beyond 50 distinct values).",
+    )
+    skipped: list[str] = Field(
+        default_factory=list,
+        description="Archive entries left out as not images (README.txt, .DS_Store, __MACOSX/...); the first 20.",
+    )
+    skipped_count: int = Field(default=0, description="How many entries were left out in all.")
 
 
 class ImageInput(BaseModel):

@@ -35,6 +35,10 @@ class DatasetUse(NamedTuple):
     loc: tuple[str | int, ...]  # where the id is, under `params`
     dataset_id: str
     kind: Literal["images", "table"]
+    # Optional submit-time check of the dataset's record against the model's,
+    # `check(dataset_record, model_record)`, raising ProblemError: what would fail the job once
+    # it reads the data (a table without the model's variables) is a 422 instead.
+    check: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
 
 
 class JobKind(BaseModel):
@@ -120,8 +124,16 @@ class Progress(BaseModel):
 
 class JobError(BaseModel):
     type: str = Field(
-        description="Machine-readable: `invalid-params`, `job-error`, `timeout`, "
-        "`worker-lost`, `device-error`, `internal-error`."
+        description="Machine-readable, one of: `invalid-params` (params that could only be checked "
+        "once the job ran, e.g. a dataset deleted since submit), `invalid-rows` (table rows the "
+        "model's features cannot encode), `limit-exceeded` (the work found larger than a job may "
+        "do), `unknown-model` (the model was deleted since submit), `model-invalid` (the model "
+        "cannot be loaded or fails on an input matching its manifest), `weights-unavailable` "
+        "(pretrained weights not in the cache and no network), `dead-objective` (activation "
+        "maximization: the objective's gradient is zero on random input), `objective-not-finite` "
+        "(it became NaN or infinite), `timeout` (ran past its time limit), `worker-lost` (its "
+        "worker died, after the retries), `device-error` (a sticky GPU error), `job-error` "
+        "(anything else: the title names the exception). Plugin job kinds may add their own."
     )
     title: str
     detail: str = ""

@@ -69,3 +69,52 @@ def cell_problem(value: Any, feature: Mapping[str, Any]) -> str | None:
     if numeric_value(value) is None:
         return f"expected a finite number, got {value!r}"
     return None
+
+
+def table_problems(
+    columns: Sequence[Mapping[str, Any]], features: Sequence[Mapping[str, Any]], rows: int, every_row: bool
+) -> list[str]:
+    """What in a CSV dataset's columns fails a job that reads it with `features` (see column_problem)."""
+    by_name = {column["name"]: column for column in columns}
+    absent = [f["name"] for f in features if f["name"] not in by_name]
+    problems = [f"missing columns: {', '.join(absent)}"] if absent else []
+    for feature in features:
+        if feature["name"] in by_name:
+            problem = column_problem(by_name[feature["name"]], feature, rows, every_row)
+            if problem is not None:
+                problems.append(f"column {feature['name']!r}: {problem}")
+    return problems
+
+
+def column_problem(column: Mapping[str, Any], feature: Mapping[str, Any], rows: int, every_row: bool) -> str | None:
+    """Why a CSV column (as service.uploads.check_csv described it: type, missing cells, and the
+    categories of a categorical column up to 50) fails a job that reads it as `feature`, or None.
+
+    A job fails on a row that cannot be encoded; with `every_row` false (the job reads chosen rows,
+    or skips bad ones) only a column that no row can be read from is a certain failure."""
+    missing = int(column.get("missing") or 0)
+    if missing >= rows:
+        return "every value is missing"
+    if missing and every_row:
+        return f"{missing} of its {rows} values are missing"
+    listed = column.get("categories")
+    if feature["type"] == "numeric":
+        if column.get("type") != "categorical":
+            return None
+        bad = [v for v in listed or [] if numeric_value(v) is None]
+        if listed is not None and len(bad) == len(listed):
+            return f"holds no numbers ({listed_categories(bad)}); the model reads it as numeric"
+        if every_row:
+            shown = f": {listed_categories(bad)}" if listed is not None else ""
+            return f"holds values that are not numbers{shown}; the model reads it as numeric"
+        return None
+    if listed is None:
+        return None  # a numeric column, or too many distinct values to know them here
+    unknown = [v for v in listed if category_key(v) not in feature["categories"]]
+    if not unknown or (len(unknown) < len(listed) and not every_row):
+        return None
+    which = "none of its values is" if len(unknown) == len(listed) else "it holds values that are not"
+    return (
+        f"{which} a category of the model: {listed_categories(unknown)} "
+        f"(the model knows {listed_categories(feature['categories'])})"
+    )

@@ -13,6 +13,7 @@ import math
 import struct
 import zipfile
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
 IMAGE_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg"}
@@ -22,6 +23,12 @@ MAX_COMPRESSION_RATIO = 200
 MAX_CSV_ROWS = 1_000_000
 MAX_CSV_COLUMNS = 2_000
 MAX_CATEGORIES_LISTED = 50
+MAX_SKIPPED_LISTED = 20
+# Entries taken for images: a picture's extension, or PNG/JPEG bytes under any name. Other
+# entries (README.txt, .DS_Store, __MACOSX/ forks) are skipped and listed in the record; an
+# image-named entry that is not a PNG or JPEG is refused rather than silently left out.
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
+IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
 
 EXPORT_ADVICE = (
     "Glassbox never unpickles uploads. Export the model instead, with a batch dimension that "
@@ -119,12 +126,13 @@ class DatasetSummary:
     image_size: list[int] | None = None
     columns: list[dict[str, Any]] | None = None
     names: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # every entry left out, in archive order
 
 
 def check_image_header(data: bytes, label: str, *, verify: bool = False) -> tuple[int, int]:
     """(width, height) from the image's header, refusing other formats and decompression bombs
     before anything decodes the pixels; with `verify`, also Pillow's check of the whole file."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -139,6 +147,8 @@ def check_image_header(data: bytes, label: str, *, verify: bool = False) -> tupl
                 image.verify()
     except UploadRejected:
         raise
+    except UnidentifiedImageError as exc:  # its message is the repr of our buffer: say it plainly
+        raise UploadRejected(f"{label} is not a PNG or JPEG image (Pillow cannot identify its bytes)") from exc
     except Image.DecompressionBombError as exc:  # Pillow's own, far larger, limit
         raise UploadRejected(f"{label} declares too many pixels: {exc} (decompression bomb guard)") from exc
     except Exception as exc:  # Pillow raises many types for corrupt files
@@ -146,18 +156,29 @@ def check_image_header(data: bytes, label: str, *, verify: bool = False) -> tupl
     return width, height
 
 
-def check_image_zip(data: bytes) -> DatasetSummary:
+def _is_image_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
+    name = info.filename
+    base = name.rsplit("/", 1)[-1]
+    if name.startswith("__MACOSX/") or base.startswith("."):
+        return False  # macOS resource forks and hidden files, whatever their extension
+    if PurePosixPath(base).suffix.lower() in IMAGE_EXTENSIONS:
+        return True
+    with archive.open(info) as entry:
+        return entry.read(8).startswith(IMAGE_MAGIC)
 
+
+def check_image_zip(data: bytes) -> DatasetSummary:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         infos = archive.infolist()
     except (zipfile.BadZipFile, OSError) as exc:
         raise UploadRejected(f"not a readable zip archive: {exc}") from exc
     images = []
+    skipped = []
     total = 0
     for info in infos:
         name = info.filename
-        if info.is_dir() or name.startswith("__MACOSX/") or name.rsplit("/", 1)[-1].startswith("."):
+        if info.is_dir():
             continue
         if name.startswith("/") or "\\" in name or any(part == ".." for part in name.split("/")):
             raise UploadRejected(f"zip entry {name!r} has an unsafe path")
@@ -166,19 +187,30 @@ def check_image_zip(data: bytes) -> DatasetSummary:
         total += info.file_size
         if total > MAX_COMPRESSION_RATIO * max(len(data), 1):
             raise UploadRejected("the archive expands too much: refused as a zip bomb")
-        images.append(info)
+        try:
+            is_image = _is_image_entry(archive, info)
+        except (zipfile.BadZipFile, OSError, RuntimeError) as exc:  # RuntimeError: encrypted entry
+            raise UploadRejected(f"zip entry {name!r} cannot be read: {exc}") from exc
+        (images if is_image else skipped).append(info)
+    skipped_names = [i.filename for i in skipped]
     if not images:
-        raise UploadRejected("the zip archive holds no images")
+        listed = f" (skipped, not images: {_listed(skipped_names)})" if skipped_names else ""
+        raise UploadRejected(f"the zip archive holds no PNG or JPEG images{listed}")
     if len(images) > MAX_DATASET_IMAGES:
         raise UploadRejected(f"{len(images)} images; at most {MAX_DATASET_IMAGES} per dataset")
     sizes = set()
     for info in sorted(images, key=lambda i: i.filename):
         blob = archive.read(info)
-        width, height = check_image_header(blob, repr(info.filename), verify=True)
+        width, height = check_image_header(blob, f"zip entry {info.filename!r}", verify=True)
         sizes.add((height, width))
     names = sorted(i.filename for i in images)
     image_size = list(next(iter(sizes))) if len(sizes) == 1 else None
-    return DatasetSummary("images", len(images), image_size=image_size, names=names)
+    return DatasetSummary("images", len(images), image_size=image_size, names=names, skipped=skipped_names)
+
+
+def _listed(names: list[str]) -> str:
+    shown = ", ".join(repr(n) for n in names[:MAX_SKIPPED_LISTED])
+    return shown + (f" ... ({len(names)} in all)" if len(names) > MAX_SKIPPED_LISTED else "")
 
 
 def _parse_number(value: str) -> float | None:

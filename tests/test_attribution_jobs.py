@@ -121,11 +121,15 @@ def test_rows_that_cannot_be_encoded_are_a_422_naming_row_and_column(attribution
     assert "tabular model" in assert_problem(submit(client, {"rows": [ROW]}, model="shapes-cnn"), 422)["detail"]
     assert_problem(submit(client, {"rows": [ROW], "dataset": "retail-sample"}), 422)
     assert_problem(submit(client, {"rows": [ROW], "method": "lime"}), 422)
-    # rows of a dataset are only read on the worker: the job fails, naming row and column
+    # a dataset's columns are checked at submit against its record: explaining every row of a
+    # table with an unknown category is a 422 naming the column ...
     lines = [",".join(VARIABLES), ",".join(str(ROW[v]) for v in VARIABLES), ",".join(str({**ROW, "season": "monsoon"}[v]) for v in VARIABLES)]
     uploaded = client.post("/v1/datasets", files={"file": ("odd-retail.csv", "\n".join(lines).encode())})
     assert uploaded.status_code == 201, uploaded.text
-    response = submit(client, {"dataset": "odd-retail"})
+    whole = assert_problem(submit(client, {"dataset": "odd-retail"}), 422)
+    assert "column 'season'" in whole["detail"] and "'monsoon'" in whole["detail"]
+    # ... while rows picked by index are only read on the worker: the job fails, naming row and column
+    response = submit(client, {"dataset": "odd-retail", "indices": [1]})
     failed = attribution_stack.wait_status(client, response.json()["id"], {"succeeded", "failed"}, timeout=60)
     assert failed["status"] == "failed" and failed["error"]["type"] == "invalid-rows"
     assert "row 1, column 'season': unknown category 'monsoon'" in failed["error"]["detail"]

@@ -301,7 +301,7 @@ def test_errors_are_problem_documents(stack):
     assert_problem(client.get("/v1/nothing-here"), 404)
     wrong_method = client.put("/v1/jobs")
     assert_problem(wrong_method, 405)
-    assert wrong_method.headers["Allow"] == "GET, POST"  # both routes of the path (no HEAD: FastAPI routes)
+    assert wrong_method.headers["Allow"] == "GET, HEAD, POST"  # every route of the path; HEAD wherever GET is
 
 
 def test_listing_is_newest_first_and_pages_without_duplicates_or_gaps_under_concurrent_creates(make_stack):

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, File, Form, Path, Request, Response, Upl
 from pydantic import ValidationError
 
 from service.api.deps import Datasets, Store, problem_responses
+from service.api.head import add_head_routes
 from service.api.operation_ids import camel_case_operation_id
 from service.auth import Tenant
 from service.blobs import BlobStore
@@ -19,7 +20,7 @@ from service.catalogspec import DatasetInfo, ModelInfo, ModelManifest, ModelSumm
 from service.model_catalog import BUILTIN_SCOPE, ModelCatalog
 from service.model_refs import TORCHVISION_PREFIX
 from service.problems import ProblemError, invalid, nested_validation_problem
-from service.uploads import UploadRejected, check_csv, check_image_zip, check_model_file
+from service.uploads import MAX_SKIPPED_LISTED, UploadRejected, check_csv, check_image_zip, check_model_file
 
 router = APIRouter(prefix="/v1", generate_unique_id_function=camel_case_operation_id)
 
@@ -99,7 +100,7 @@ def upload_model(
     except RecursionError as exc:
         raise invalid(["body", "manifest"], "nested too deeply to be a manifest") from exc
     except ValidationError as exc:
-        raise nested_validation_problem(exc, "manifest", "invalid-manifest") from exc
+        raise nested_validation_problem(exc, "manifest", "invalid-manifest", ModelManifest) from exc
     if parsed.architecture is not None:
         known = parsed.architecture in BUILTIN_ARCHITECTURES or (
             parsed.architecture.startswith(TORCHVISION_PREFIX) and models.get(BUILTIN_SCOPE, parsed.architecture)
@@ -118,6 +119,7 @@ def upload_model(
     model_id = parsed.name
     if models.get(tenant, model_id) is not None:
         raise ProblemError(409, "model-exists", f"A model {model_id!r} exists; delete it first or pick another name.")
+    contract, warnings = input_contract(parsed, models)
     record = ModelInfo(
         id=model_id,
         name=parsed.name,
@@ -125,8 +127,9 @@ def upload_model(
         source="upload",
         status="pending",
         description=parsed.description,
-        input=parsed.input.model_dump(exclude_none=True),
+        input=contract,
         labels=parsed.labels,
+        warnings=warnings,
     ).model_dump()
     record.update(format=parsed.format, architecture=parsed.architecture, bytes=len(data))
     blobs.put("models", tenant, model_id, data)
@@ -149,6 +152,44 @@ def upload_model(
     models.put(tenant, model_id, record)
     response.headers["Location"] = f"/v1/models/{model_id}"
     return ModelInfo.model_validate(record)
+
+
+def input_contract(manifest: ModelManifest, models: ModelCatalog) -> tuple[dict, list[str]]:
+    """The manifest's input contract, with the normalization a torchvision architecture's
+    weights were trained with where the manifest leaves it out, and warnings where the model
+    would get unnormalized inputs (a silent mistake otherwise: wrong pictures, no error)."""
+    contract = manifest.input.model_dump(exclude_none=True)
+    warnings: list[str] = []
+    image = contract.get("image")
+    absent = [key for key in ("mean", "std") if image is not None and key not in image]
+    if absent:
+        architecture = manifest.architecture or ""
+        known = models.get(BUILTIN_SCOPE, architecture) if architecture.startswith(TORCHVISION_PREFIX) else None
+        weights = ((known or {}).get("input") or {}).get("image") or {}
+        if all(len(weights.get(key) or []) == image["channels"] for key in absent):
+            image.update({key: list(weights[key]) for key in absent})
+            given = ", ".join(f"{key} {weights[key]}" for key in absent)
+            warnings.append(
+                f"input.image {' and '.join(absent)} not given: using those of {architecture}'s pretrained "
+                f"weights' transforms ({given}). If your weights were trained with another normalization, "
+                "upload again with `mean` and `std` in the manifest."
+            )
+        else:
+            warnings.append(
+                f"input.image has no {' and no '.join(absent)}: pictures reach the model as values in [0, 1] "
+                "without that normalization. If the model was trained on normalized inputs (ImageNet models: "
+                "mean [0.485, 0.456, 0.406], std [0.229, 0.224, 0.225]), its results here will be wrong: "
+                "upload again with `mean` and `std` in the manifest."
+            )
+    tabular = contract.get("tabular") or {}
+    raw = [f["name"] for f in tabular.get("features", []) if f["type"] == "numeric" and ("mean" not in f or "std" not in f)]
+    if raw:
+        warnings.append(
+            f"numeric features without mean/std reach the model unstandardized (mean 0, std 1 assumed): "
+            f"{', '.join(raw[:20])}{' ...' if len(raw) > 20 else ''}. If the model was trained on standardized "
+            "values, upload again with each feature's `mean` and `std`."
+        )
+    return contract, warnings
 
 
 @router.delete(
@@ -191,8 +232,9 @@ def get_dataset(dataset_id: str, tenant: Tenant, datasets: Datasets) -> DatasetI
     response_model=DatasetInfo,
     tags=["datasets"],
     summary="Upload a dataset (multipart `file`: a .zip of PNG/JPEG images, or a .csv with a header)",
-    description="Images of a zip are indexed in file-name order. A CSV's column types are "
-    "inferred (numeric or categorical) and reported.",
+    description="Images of a zip are indexed in file-name order; entries that are not images "
+    "(README.txt, .DS_Store, __MACOSX/...) are skipped and listed in `skipped`. A CSV's column "
+    "types are inferred (numeric or categorical) and reported.",
     responses=problem_responses(401, 409, 413, 422, 503),
 )
 def upload_dataset(
@@ -231,6 +273,8 @@ def upload_dataset(
     record["bytes"] = len(data)
     if summary.names:
         record["names"] = summary.names
+    record["skipped"] = summary.skipped[:MAX_SKIPPED_LISTED]
+    record["skipped_count"] = len(summary.skipped)
     blobs.put("datasets", tenant, dataset_id, data)
     try:
         datasets.put(tenant, dataset_id, record)
@@ -251,3 +295,6 @@ def delete_dataset(dataset_id: str, tenant: Tenant, datasets: Datasets, blobs: B
         raise ProblemError(409, "builtin-dataset", f"{dataset_id!r} is built in; only uploads can be removed.")
     blobs.delete("datasets", tenant, dataset_id)
     return Response(status_code=204)
+
+
+add_head_routes(router)

@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from service.api.deps import Catalog, Datasets, Kinds, Store, problem_responses
+from service.api.head import add_head_routes
 from service.api.operation_ids import camel_case_operation_id
 from service.auth import Tenant, get_settings
 from service.jobs import CancelOutcome, decode_page_token, record_to_job, request_fingerprint
@@ -103,7 +104,8 @@ def create_job(
     if job is None:  # deleted between create and read: only possible for a replayed key
         raise _not_found(outcome.job_id)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    response.headers["Retry-After"] = str(POLL_AFTER_SECONDS)
+    if not job.status.is_terminal:  # a replayed key may name a finished job: nothing to wait for
+        response.headers["Retry-After"] = str(POLL_AFTER_SECONDS)
     if not outcome.created:
         response.headers["Idempotent-Replayed"] = "true"
     return job
@@ -162,7 +164,7 @@ def admit(
     try:
         params = kind.params_model.model_validate(body.params)
     except ValidationError as exc:
-        raise nested_validation_problem(exc, "params", "invalid-params") from exc
+        raise nested_validation_problem(exc, "params", "invalid-params", kind.params_model) from exc
     try:
         model_ref = parse_model_ref(body.model)
     except ModelRefError as exc:
@@ -175,7 +177,7 @@ def admit(
         kind.check(params, model_record)
     dataset_records: dict[str, dict[str, Any]] = {}
     for use in kind.datasets(params) if kind.datasets is not None else []:
-        dataset_records[use.dataset_id] = _check_dataset(use, tenant, datasets)
+        dataset_records[use.dataset_id] = _check_dataset(use, tenant, datasets, model_record)
     timeout = body.timeout_seconds or settings.job_timeout_seconds
     if timeout > settings.job_timeout_seconds:
         raise invalid(
@@ -193,7 +195,7 @@ def admit(
     return Admission(kind, params, model_record, dataset_records, timeout)
 
 
-def _check_dataset(use: DatasetUse, tenant: str, datasets: ModelCatalog) -> dict[str, Any]:
+def _check_dataset(use: DatasetUse, tenant: str, datasets: ModelCatalog, model_record: dict) -> dict[str, Any]:
     loc = ["body", "params", *use.loc]
     record = datasets.get(tenant, use.dataset_id)
     if record is None:
@@ -203,6 +205,8 @@ def _check_dataset(use: DatasetUse, tenant: str, datasets: ModelCatalog) -> dict
         raise invalid(
             loc, f"dataset {use.dataset_id!r} holds {record.get('kind')}; this needs {use.kind}", "wrong-dataset-kind"
         )
+    if use.check is not None:
+        use.check(record, model_record)
     return record
 
 
@@ -295,7 +299,9 @@ def delete_job(job_id: JobId, tenant: Tenant, store: Store, request: Request) ->
     "/jobs/{job_id}/artifacts/{name}",
     summary="Download one artifact",
     description="Artifacts never change: the strong `ETag` is the content's sha256, "
-    "`If-None-Match` gives 304, and they may be cached for as long as the job lives.",
+    "`If-None-Match` gives 304, and they may be cached for as long as the job lives. HEAD gives "
+    "the same headers (Content-Length, ETag) without the body. A 404 is `job-not-found` when "
+    "there is no such job, `artifact-not-found` when the job has no such artifact.",
     response_class=Response,
     responses={
         200: {"content": {"application/octet-stream": {}}},
@@ -312,7 +318,7 @@ async def get_artifact(
 ) -> Response:
     found = await request.app.state.reader.artifact(tenant, job_id, name)
     if found is None:
-        raise ProblemError(404, "artifact-not-found", f"Job {job_id!r} has no artifact {name!r}.")
+        raise await _artifact_not_found(request, tenant, job_id, name)
     ref, data = found
     etag = f'"{ref.sha256}"'
     headers = {"ETag": etag, "Cache-Control": ARTIFACT_CACHE_CONTROL}
@@ -391,6 +397,23 @@ async def get_job_events(job_id: JobId, tenant: Tenant, request: Request) -> Str
     )
 
 
+async def _artifact_not_found(request: Request, tenant: str, job_id: str, name: str) -> ProblemError:
+    """No such job (or another tenant's: the same answer), or a job without that artifact."""
+    record = await request.app.state.reader.record(job_id)
+    if not record or record.get("tenant") != tenant:
+        return _not_found(job_id)
+    status = record.get("status")
+    if status != JobStatus.succeeded:
+        return ProblemError(
+            404, "artifact-not-found", f"Job {job_id!r} is {status}: only a succeeded job has artifacts."
+        )
+    return ProblemError(
+        404, "artifact-not-found", f"Job {job_id!r} has no artifact {name!r}; its `result.artifacts` lists them."
+    )
+
+
 def _sse(event: str, data: str) -> str:
     return f"event: {event}\ndata: {data}\n\n"
 
+
+add_head_routes(router)

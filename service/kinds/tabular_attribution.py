@@ -12,6 +12,7 @@ torch-free validator of rows against a model's feature manifest (the same rules 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -20,7 +21,7 @@ from service.jobspec import DatasetUse, JobKind
 from service.kinds.cost import Estimate, Rates, estimate, network
 from service.layers import find_layer
 from service.problems import ProblemError, invalid
-from service.tabular_cells import cell_problem, listed_categories
+from service.tabular_cells import cell_problem, listed_categories, table_problems
 
 # ----------------------------------------------------------------------------------- limits
 
@@ -319,10 +320,58 @@ def _check_target(params: TabularAttributionParams, record: dict[str, Any]) -> N
 
 
 def tabular_datasets(params: TabularAttributionParams) -> list[DatasetUse]:
-    uses = [DatasetUse(("dataset",), params.dataset, "table")] if params.dataset else []
+    uses = []
+    if params.dataset:
+        uses.append(DatasetUse(("dataset",), params.dataset, "table", partial(_check_explained_dataset, params)))
     if isinstance(params.baseline, BackgroundBaseline):
-        uses.append(DatasetUse(("baseline", "background"), params.baseline.background, "table"))
+        check = partial(_check_columns, ["body", "params", "baseline", "background"], every_row=False)
+        uses.append(DatasetUse(("baseline", "background"), params.baseline.background, "table", check))
     return uses
+
+
+def _check_explained_dataset(params: TabularAttributionParams, dataset: dict[str, Any], model: dict[str, Any]) -> None:
+    """What the worker would find once it read the dataset, found from its record at submit:
+    indices past its end, more rows than a job explains, columns the model's features cannot read."""
+    count = int(dataset.get("count") or 0)
+    for position, index in enumerate(params.indices or []):
+        if index >= count:
+            raise invalid(
+                ["body", "params", "indices", position],
+                f"row {index} is out of range: dataset {dataset['id']!r} has {count} rows (0 to {count - 1})",
+                "index-out-of-range",
+            )
+    if params.indices is None and params.sample is None:
+        if count > MAX_ROWS:
+            raise invalid(
+                ["body", "params", "dataset"],
+                f"dataset {dataset['id']!r} has {count} rows; at most {MAX_ROWS} are explained per job: "
+                "use `sample` or `indices`",
+                "limit-exceeded",
+            )
+        features = tabular_features(model) or []
+        background = params.baseline.size if isinstance(params.baseline, BackgroundBaseline) else 1
+        evaluations = estimated_evaluations(params.method, count, background, len(features), params.n_steps, params.n_samples)
+        if evaluations > MAX_MODEL_EVALUATIONS:
+            raise invalid(
+                ["body", "params"], evaluation_limit_message(params.method, evaluations, count, background), "limit-exceeded"
+            )
+    every_row = params.indices is None and (params.sample is None or params.sample >= count)
+    _check_columns(["body", "params", "dataset"], dataset, model, every_row=every_row)
+
+
+def _check_columns(loc: list[str | int], dataset: dict[str, Any], model: dict[str, Any], *, every_row: bool) -> None:
+    features, columns = tabular_features(model), dataset.get("columns")
+    if features is None or columns is None:
+        return  # not a tabular model (refused by the kind's check), or a record without columns
+    problems = table_problems(columns, features, int(dataset.get("count") or 0), every_row)
+    if problems:
+        raise invalid(
+            loc,
+            f"dataset {dataset['id']!r} cannot be read with model {model['id']!r}'s variables: "
+            + "; ".join(problems)
+            + f". The model needs: {', '.join(f['name'] for f in features)}",
+            "incompatible-dataset",
+        )
 
 
 def tabular_attribution_cost(
@@ -355,7 +404,6 @@ def tabular_attribution_cost(
         f"{params.method} on {rows} rows: about {evaluations:,} model evaluations ({net.describe()}), "
         f"and {charts} charts",
     )
-
 
 
 JOB_KINDS = [

@@ -563,7 +563,7 @@ def hostile_rows(world: World, p: Payloads) -> list[Row]:
         # -- another tenant's ids (all of bob's, asked for by alice)
         Row("another tenant's job", "GET", f"/v1/jobs/{bob_job}", 404, "job-not-found", "", (bob_job,)),
         Row("another tenant's job's artifact", "GET", f"/v1/jobs/{bob_job}/artifacts/result.json", 404,
-            "artifact-not-found", "", (bob_job,)),
+            "job-not-found", "", (bob_job,)),
         Row("another tenant's job's events", "GET", f"/v1/jobs/{bob_job}/events", 404, "job-not-found", "", (bob_job,)),
         Row("cancel another tenant's job", "POST", f"/v1/jobs/{bob_job}/cancel", 404, "job-not-found", "", (bob_job,)),
         Row("delete another tenant's job", "DELETE", f"/v1/jobs/{bob_job}", 404, "job-not-found", "", (bob_job,)),
