@@ -40,7 +40,8 @@ from typing import Any
 import httpx
 
 from bench import results_dir
-from bench.backbone import ROOT, Processes, free_port, wait_http
+from bench.__main__ import git_commit
+from bench.backbone import Processes, free_port, wait_http
 
 RESNET = "torchvision/resnet50?weights=random&seed=0"
 RESNET_IMAGES = 4  # inline images of the resnet50 deconvnet job ("a few images")
@@ -245,7 +246,7 @@ def deconvnet_core_seconds(model_id: str, params: dict[str, Any], device: str) -
 
 def install_size() -> dict[str, Any]:
     """The virtual environment's size on disk and its biggest packages (du, as a user would)."""
-    venv = ROOT / ".venv"
+    venv = Path(sys.prefix)  # the environment running this benchmark: the project's .venv under `uv run`
     total = subprocess.run(["du", "-sh", str(venv)], capture_output=True, text=True).stdout.split("\t")[0]
     site = next(venv.glob("lib/python*/site-packages"))
     sizes = subprocess.run(
@@ -310,6 +311,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default=None, help="worker device (default: cuda when available)")
     parser.add_argument("--quick", action="store_true", help="16 optimization steps instead of 256; fewer images")
+    parser.add_argument("--note", default="", help="how the machine was used meanwhile, for the table")
     args = parser.parse_args()
     import torch
 
@@ -343,30 +345,34 @@ def main() -> int:
                 if case.kind == "deconvnet":
                     row["core"] = deconvnet_core_seconds(case.model.split("?")[0], case.params, device)
                 rows.append(row)
-                save(device, rows, args.quick)  # as it goes: a long run stopped early keeps what it measured
+                save(device, rows, args.quick, note=args.note)  # as it goes: a long run stopped early keeps what it measured
                 print(f"{row['label']}: {row['end_to_end']:.2f} s end to end, {row['worker']:.2f} s on the worker, "
                       f"core {row['core']}, estimate {(row['estimate'] or {}).get('seconds')}", flush=True)
     finally:
         procs.stop_all()
 
-    print(save(device, rows, args.quick, install_size()))
+    print(save(device, rows, args.quick, install_size(), args.note))
     return 0
 
 
-def save(device: str, rows: list[dict[str, Any]], quick: bool, install: dict[str, Any] | None = None) -> str:
+def save(device: str, rows: list[dict[str, Any]], quick: bool, install: dict[str, Any] | None = None, note: str = "") -> str:
     """Keep this device's rows in job_costs.json (other devices' stay) and render the table."""
     import torch
 
     folder = results_dir()
     store = folder / "job_costs.json"
     measurements = json.loads(store.read_text()) if store.exists() else {}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = git_commit()
     if device.startswith("cuda"):
         machine = f"{torch.cuda.get_device_name()}, {os.cpu_count()} CPUs"
     else:
         machine = f"{os.cpu_count()} CPUs ({platform.machine()}), torch {torch.__version__}"
     load = f"load average {os.getloadavg()[0]:.1f} at the end"
-    meta = {"when": time.strftime("%Y-%m-%d"), "commit": commit, "machine": f"{machine}, {load}" + (", --quick" if quick else "")}
+    meta = {
+        "when": time.strftime("%Y-%m-%d"),
+        "commit": commit,
+        "machine": f"{machine}, {load}" + (", --quick" if quick else "") + (f"; {note}" if note else ""),
+    }
     measurements[device.split(":")[0]] = {"meta": meta, "rows": rows, "install": install or measurements.get(device.split(":")[0], {}).get("install")}
     store.write_text(json.dumps(measurements, indent=1) + "\n")
     table = render(measurements, install)

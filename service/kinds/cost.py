@@ -10,7 +10,8 @@ until a `--device cuda` run calibrates `GPU`.
 
 An estimate assumes an idle worker that has the model loaded (a first job on a torchvision
 model also loads it: see model_inspection's estimate). It is meant to say "a second" or "a
-minute" before a user submits, not to schedule: expect it within a factor of about 3.
+minute" before a user submits, not to schedule: expect it within a factor of about 3 on an
+otherwise idle machine.
 
 Torch-free (the API imports it) and HTTP-free.
 """
@@ -31,8 +32,8 @@ TYPICAL_LAYERS = 180
 TYPICAL_ACTIVATIONS_PER_PIXEL = 640
 TYPICAL_LARGE_SHARE = 0.8
 # A layer output above this many elements per input (1 MiB of float32, more than a core's L2
-# cache) costs several times more per element on a CPU: measured 2-3 ns per element for
-# shapes-cnn's small maps, 8-12 for resnet50's and vgg16's 224 px ones.
+# cache) costs more per element on a CPU: about 1.5 ns per element of shapes-cnn's small maps,
+# 2.5 of resnet50's 224 px ones (forward; see CPU).
 LARGE_MAP = 2**18
 
 
@@ -57,23 +58,26 @@ class Rates:
     torchvision_load: float  # building a torchvision architecture (random or cached weights)
 
 
-# Measured on the 2-core CPU of bench/results/job_costs.md (torch's 2 threads).
+# Measured on the 2-core CPU of bench/results/job_costs.md (torch's 2 threads, the benchmark's
+# processes given the CPU: an idle machine). A CPU busy with other work is slower by more than
+# its share: torch's threads wait on each other. The shared test box ran the same jobs 5-20x
+# slower under a load of 8.
 CPU = Rates(
     job=0.05,
     layer_pass=40e-6,
-    activation=2.5e-9,
-    large_activation=8e-9,
+    activation=1.5e-9,
+    large_activation=2.5e-9,
     backward=2.5,
     input_pixel=100e-9,
     image_file=1e-3,
-    render_pixel=2.5e-6,
-    step=5e-3,
-    chart=0.15,
-    tabular_job=0.5,
-    tabular_row=2e-3,
-    evaluation=20e-6,
+    render_pixel=0.2e-6,
+    step=2.5e-3,
+    chart=0.04,
+    tabular_job=0.05,
+    tabular_row=0.1e-3,
+    evaluation=0.2e-6,
     load_byte=2e-9,
-    torchvision_load=5.0,
+    torchvision_load=0.8,
 )
 # No GPU measured yet: `uv run python -m bench.job_costs --device cuda` gives the figures to set.
 GPU: Rates | None = None
