@@ -42,7 +42,7 @@ from service.kinds.tabular_attribution import (
 )
 from worker.context import ArtifactBlob, JobContext, JobFailed, JobOutput
 from worker.core.attribution import explain, target_forward
-from worker.core.attribution.charts import beeswarm_png, importance_png, waterfall_png
+from worker.core.attribution.charts import beeswarm_png, beeswarm_sample, importance_png, waterfall_png
 from worker.core.attribution.views import STARTS, maximize, observed_domain, top_rows
 from worker.models.tabular import encode_rows, encoded_columns, variable_groups
 
@@ -137,9 +137,9 @@ def run(ctx: JobContext, params: TabularAttributionParams) -> JobOutput:
     ctx.progress(0.92, "drawing charts")
     target_text = _target_text(target, record)
     method_text = _method_text(params, n_samples, baseline_info, len(rows))
-    charts = _charts(
+    charts, chart_notes = _charts(
         variables, features, rows, numbers, explanation, importance,
-        _target_short(target), target_text, method_text, background=baselines.shape[0] > 1,
+        _target_short(target), target_text, method_text, background=baselines.shape[0] > 1, seed=params.seed,
     )  # fmt: skip
 
     resolved = params.model_dump(mode="json")
@@ -182,6 +182,7 @@ def run(ctx: JobContext, params: TabularAttributionParams) -> JobOutput:
         "completeness": completeness,
         "warnings": warnings,
         "top_rows": {"source": source, "rows": top},
+        "charts": chart_notes,
         "maximizing_input": maximizing,
         "params": resolved,
         "seed": params.seed,
@@ -455,8 +456,9 @@ def _target_short(target: Mapping[str, Any]) -> str:
 
 
 def _charts(
-    variables, features, rows, numbers, explanation, importance, short, target_text, method_text, *, background: bool
-) -> list[ArtifactBlob]:
+    variables, features, rows, numbers, explanation, importance, short, target_text, method_text, *, background: bool,
+    seed: int,
+) -> tuple[list[ArtifactBlob], dict[str, Any]]:  # fmt: skip
     phi = explanation.attributions
     blobs = [
         ArtifactBlob(
@@ -481,25 +483,37 @@ def _charts(
                     ),
                 )  # fmt: skip
             )
+    notes: dict[str, Any] = {}
     if len(rows) >= MIN_SUMMARY_ROWS:
+        shown = beeswarm_sample(len(rows), seed)
+        sampled = len(shown) < len(rows)
+        sample_note = f"a random sample, seed {seed}"
+        notes["summary.png"] = {
+            "rows_shown": len(shown),
+            "rows": len(rows),
+            "note": f"one dot per row; {len(shown)} of the {len(rows)} rows are drawn ({sample_note}), so that dots "
+            "do not pile into blots; every row is in `rows` and attributions.csv"
+            if sampled
+            else "one dot per row, every row drawn",
+        }
         colours: list[list[float]] = []
         for f in features:
             name = f["name"]
             if f["type"] == "numeric":
                 values = np.array([float(r[name]) for r in rows])
                 ranks = values.argsort(kind="stable").argsort(kind="stable")
-                colours.append((ranks / max(1, len(values) - 1)).tolist())
+                colours.append((ranks / max(1, len(values) - 1))[shown].tolist())
             else:
-                colours.append([f["categories"].index(_user_values(r, [f])[name]) for r in rows])
+                colours.append([f["categories"].index(_user_values(rows[i], [f])[name]) for i in shown])
         blobs.append(
             ArtifactBlob(
                 "summary.png", "image/png",
                 beeswarm_png(
-                    variables, phi, colours, [f["type"] for f in features],
+                    variables, phi[shown], colours, [f["type"] for f in features],
                     [f.get("categories") for f in features],
-                    title=f"What drives {short}, row by row (one dot per row)",
-                    subtitle=f"{target_text}\n{method_text}",
+                    title=f"What drives {short}, row by row",
+                    subtitle=f"{target_text}\n{method_text}", total_rows=len(rows), sample_note=sample_note,
                 ),
             )  # fmt: skip
         )
-    return blobs
+    return blobs, notes

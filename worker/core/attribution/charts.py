@@ -1,45 +1,30 @@
-"""Charts of attributions, drawn with Pillow: global importance bars, one row's waterfall, and
-a beeswarm summary over many rows. Each returns PNG bytes and reads without the JSON."""
+"""Charts of attributions, drawn with matplotlib: global importance bars, one row's waterfall,
+and a beeswarm summary over many rows. Each returns PNG bytes that read without the JSON.
+
+The house setup (matplotlib's defaults, Agg, byte-identical output for identical input) is in
+worker/core/figures.py; this module only lays out each chart.
+"""
 
 from __future__ import annotations
 
-import io
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
-POSITIVE = (230, 30, 90)  # pushes the target up
-NEGATIVE = (20, 130, 235)  # pushes it down
-NEUTRAL = (70, 110, 170)
-INK = (30, 30, 30)
-FAINT = (120, 120, 120)
-GRID = (228, 228, 228)
-PALETTE = [
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
-]  # fmt: skip
+from worker.core.figures import FAINT, INK, MARGIN, NOTE_PT, TITLE_PT, Measure, figure, line_height, png
+
+POSITIVE = "#e61e5a"  # pushes the target up
+NEGATIVE = "#1482eb"  # pushes it down
+NEUTRAL = "#466eaa"
+GRID = "#e4e4e4"
+WIDTH = 900  # px
+LABEL_PT, TICK_PT, VALUE_PT = 10.0, 8.5, 8.5
 MAX_WATERFALL_BARS = 12
-
-
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow without FreeType
-        return ImageFont.load_default()
-
-
-def _width(draw: ImageDraw.ImageDraw, text: str, font) -> int:
-    box = draw.textbbox((0, 0), text, font=font)
-    return int(box[2] - box[0])
-
-
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+MAX_SUBTITLE_LINES = 4
+MAX_BEESWARM_ROWS = 400  # more dots than this pile into blots; a seeded sample is drawn instead
 
 
 def fmt(value: float) -> str:
@@ -61,86 +46,59 @@ def value_text(value: Any) -> str:
     return str(value)
 
 
-def _ticks(low: float, high: float, count: int = 5) -> list[float]:
-    span = high - low
-    if span <= 0:
-        return [low]
-    raw = span / count
-    step = 10 ** math.floor(math.log10(raw))
-    for factor in (1, 2, 2.5, 5, 10):
-        if raw <= factor * step:
-            step *= factor
-            break
-    first = math.ceil(low / step) * step
-    return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
-
-
-class _Axis:
-    def __init__(self, low: float, high: float, left: int, right: int):
-        if high - low < 1e-12:
-            low, high = low - 0.5, high + 0.5
-        pad = (high - low) * 0.04
-        self.low, self.high = low - pad, high + pad
-        self.left, self.right = left, right
-
-    def __call__(self, value: float) -> float:
-        return self.left + (value - self.low) / (self.high - self.low) * (self.right - self.left)
-
-    def draw(self, draw: ImageDraw.ImageDraw, top: int, bottom: int, font, label: str) -> None:
-        for tick in _ticks(self.low, self.high):
-            x = self(tick)
-            draw.line([(x, top), (x, bottom)], fill=GRID)
-            text = fmt(tick)
-            draw.text((x - _width(draw, text, font) / 2, bottom + 4), text, fill=FAINT, font=font)
-        draw.line([(self.left, bottom), (self.right, bottom)], fill=FAINT)
-        draw.text(((self.left + self.right) / 2 - _width(draw, label, font) / 2, bottom + 20), label, fill=INK, font=font)
-
-
-def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
-    if _width(draw, text, font) <= width:
-        return text
-    while text and _width(draw, text + "...", font) > width:
-        text = text[:-1]
-    return text + "..."
-
-
-def _header(draw: ImageDraw.ImageDraw, title: str, subtitle: str, width: int) -> int:
-    """Title, then one grey line per line of `subtitle`; each cut to the width."""
-    draw.text((12, 8), _fit(draw, title, _font(16), width - 24), fill=INK, font=_font(16))
-    y = 30
-    for line in [text for text in subtitle.split("\n") if text][:2]:
-        draw.text((12, y), _fit(draw, line, _font(12), width - 24), fill=FAINT, font=_font(12))
-        y += 16
-    return y
+@contextmanager
+def _chart(
+    title: str, subtitle: str, labels: Sequence[str], rows: int, row_px: int, *, top_px: int = 8, bottom_px: int = 50,
+    right_px: int = 60,
+) -> Iterator[tuple[Any, Any]]:  # fmt: skip
+    """A figure WIDTH px wide with the title and subtitle on top, and one axes whose y axis
+    holds `rows` rows of `row_px` pixels labelled by `labels` (their width sets the left margin)."""
+    with figure(WIDTH, 100) as fig:
+        measure = Measure(fig)
+        title_lines = measure.wrap(title, TITLE_PT, WIDTH - 2 * MARGIN, "bold")
+        subtitle_lines = [
+            line for text in subtitle.split("\n") if text for line in measure.wrap(text, NOTE_PT, WIDTH - 2 * MARGIN)
+        ][:MAX_SUBTITLE_LINES]
+        header = MARGIN + len(title_lines) * line_height(TITLE_PT) + len(subtitle_lines) * line_height(NOTE_PT) + 10
+        left = MARGIN + max((measure.width(label, LABEL_PT) for label in labels), default=0.0) + 12
+        plot_height = rows * row_px
+        height = header + top_px + plot_height + bottom_px
+        fig.set_size_inches(WIDTH / fig.dpi, height / fig.dpi)
+        y = MARGIN
+        for line in title_lines:
+            fig.text(MARGIN / WIDTH, 1 - y / height, line, va="top", fontsize=TITLE_PT, weight="bold", color=INK)
+            y += line_height(TITLE_PT)
+        for line in subtitle_lines:
+            fig.text(MARGIN / WIDTH, 1 - y / height, line, va="top", fontsize=NOTE_PT, color=FAINT)
+            y += line_height(NOTE_PT)
+        ax = fig.add_axes((left / WIDTH, bottom_px / height, (WIDTH - left - right_px) / WIDTH, plot_height / height))
+        for side in ("top", "right", "left"):
+            ax.spines[side].set_visible(False)
+        ax.spines["bottom"].set_color(FAINT)
+        ax.tick_params(axis="x", labelsize=TICK_PT, colors=FAINT)
+        ax.tick_params(axis="y", length=0, labelsize=LABEL_PT, labelcolor=INK)
+        ax.grid(axis="x", color=GRID, linewidth=0.8)
+        ax.set_axisbelow(True)
+        ax.set_ylim(rows - 0.5, -0.5)  # row 0 at the top
+        yield fig, ax
 
 
 def importance_png(
     variables: Sequence[str], importance: Sequence[float], *, title: str, subtitle: str = "", unit: str = "mean |attribution|"
-) -> bytes:
+) -> bytes:  # fmt: skip
     """Horizontal bars of global importance, largest at the top."""
-    font = _font(13)
-    order = sorted(range(len(variables)), key=lambda i: -float(importance[i]))
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    label_width = max((_width(probe, variables[i], font) for i in order), default=40) + 20
-    bar_height, gap = 22, 8
-    width = max(720, label_width + 460)
-    top = 76
-    height = top + len(order) * (bar_height + gap) + 56
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    _header(draw, title, subtitle, width)
+    order = sorted(range(len(variables)), key=lambda i: (-float(importance[i]), i))
     values = [float(importance[i]) for i in order]
-    axis = _Axis(0.0, max(values + [1e-12]), label_width, width - 80)
-    axis.low = 0.0
-    bottom = top + len(order) * (bar_height + gap)
-    axis.draw(draw, top - 4, bottom, _font(11), unit)
-    for row, (i, value) in enumerate(zip(order, values)):
-        y = top + row * (bar_height + gap)
-        name = variables[i]
-        draw.text((label_width - 10 - _width(draw, name, font), y + 3), name, fill=INK, font=font)
-        draw.rectangle([axis(0.0), y, max(axis(0.0) + 1, axis(value)), y + bar_height], fill=NEUTRAL)
-        draw.text((axis(value) + 6, y + 3), fmt(value), fill=INK, font=font)
-    return _png(image)
+    labels = [variables[i] for i in order]
+    with _chart(title, subtitle, labels, len(order), 30) as (fig, ax):
+        ax.barh(range(len(order)), values, height=0.72, color=NEUTRAL)
+        ax.set_yticks(range(len(order)), labels)
+        high = max(values + [1e-12])
+        ax.set_xlim(0, high * 1.14)
+        for row, value in enumerate(values):
+            ax.text(value + high * 0.01, row, fmt(value), va="center", fontsize=VALUE_PT, color=INK)
+        ax.set_xlabel(unit, fontsize=LABEL_PT, color=INK)
+        return png(fig)
 
 
 def waterfall_png(
@@ -157,63 +115,79 @@ def waterfall_png(
 ) -> bytes:
     """One row: from the baseline output (bottom) through each variable's push to the output
     (top); largest pushes at the top, the smallest merged when there are many."""
-    font = _font(13)
-    small = _font(11)
-    order = sorted(range(len(variables)), key=lambda i: -abs(float(attributions[i])))
+    order = sorted(range(len(variables)), key=lambda i: (-abs(float(attributions[i])), i))
     bars: list[tuple[str, float]] = [
         (f"{variables[i]} = {value_text(values.get(variables[i]))}", float(attributions[i])) for i in order
     ]
     if len(bars) > MAX_WATERFALL_BARS:
         rest = bars[MAX_WATERFALL_BARS - 1 :]
         bars = bars[: MAX_WATERFALL_BARS - 1] + [(f"{len(rest)} other variables", sum(v for _, v in rest))]
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    label_width = max((_width(probe, label, font) for label, _ in bars), default=40) + 20
-    bar_height, gap = 22, 8
-    width = max(800, label_width + 540)
-    top = 96
-    height = top + len(bars) * (bar_height + gap) + 70
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    _header(draw, title, subtitle, width)
-    # cumulative positions, from the bottom bar (smallest) up
-    ends = []
+    starts = []  # each bar starts where the ones below it (smaller pushes) ended
     position = baseline_output
     for _, value in reversed(bars):
-        ends.append((position, position + value))
+        starts.append(position)
         position += value
-    ends.reverse()
-    points = [baseline_output, output] + [p for pair in ends for p in pair]
-    axis = _Axis(min(points), max(points), label_width + 60, width - 90)
-    bottom = top + len(bars) * (bar_height + gap)
-    axis.draw(draw, top - 10, bottom, small, "model output (target units)")
-    for x_value, label, y in ((baseline_output, f"{baseline_label} = {fmt(baseline_output)}", bottom + 36),
-                              (output, f"{output_label} = {fmt(output)}", top - 26)):  # fmt: skip
-        x = axis(x_value)
-        for dash in range(int(top - 10), int(bottom), 6):
-            draw.line([(x, dash), (x, min(dash + 3, bottom))], fill=FAINT)
-        draw.text((min(max(4, x - _width(draw, label, small) / 2), width - _width(draw, label, small) - 4), y), label, fill=INK, font=small)
-    for row, ((label, value), (start, end)) in enumerate(zip(bars, ends)):
-        y = top + row * (bar_height + gap)
-        draw.text((label_width - 10 - _width(draw, label, font), y + 3), label, fill=INK, font=font)
-        color = POSITIVE if value >= 0 else NEGATIVE
-        x0, x1 = sorted((axis(start), axis(end)))
-        tip = min(8, max(0, x1 - x0))
-        if value >= 0:
-            draw.polygon([(x0, y), (x1 - tip, y), (x1, y + bar_height / 2), (x1 - tip, y + bar_height), (x0, y + bar_height)], fill=color)
-        else:
-            draw.polygon([(x1, y), (x0 + tip, y), (x0, y + bar_height / 2), (x0 + tip, y + bar_height), (x1, y + bar_height)], fill=color)
-        text = ("+" if value >= 0 else "") + fmt(value)
-        if value >= 0:
-            draw.text((x1 + 5, y + 4), text, fill=color, font=small)
-        else:
-            draw.text((x0 - 5 - _width(draw, text, small), y + 4), text, fill=color, font=small)
-    return _png(image)
+    starts.reverse()
+    labels = [label for label, _ in bars]
+    with _chart(title, subtitle, labels, len(bars), 30, top_px=26, bottom_px=66) as (fig, ax):
+        for row, ((_, value), start) in enumerate(zip(bars, starts)):
+            colour = POSITIVE if value >= 0 else NEGATIVE
+            ax.barh(row, value, left=start, height=0.68, color=colour)
+            end = start + value
+            ax.text(end, row, f"  {'+' if value >= 0 else ''}{fmt(value)}  ", va="center", fontsize=VALUE_PT,
+                    color=colour, ha="left" if value >= 0 else "right")  # fmt: skip
+        ax.set_yticks(range(len(bars)), labels)
+        points = [baseline_output, output, *starts, *(s + v for s, (_, v) in zip(starts, bars))]
+        low, high = min(points), max(points)
+        pad = (high - low) * 0.18 or 0.5
+        ax.set_xlim(low - pad, high + pad)
+        for x, text, y, va in ((baseline_output, f"{baseline_label} = {fmt(baseline_output)}", len(bars) - 0.5, "top"),
+                               (output, f"{output_label} = {fmt(output)}", -0.5, "bottom")):  # fmt: skip
+            ax.axvline(x, color=FAINT, linewidth=0.9, linestyle=(0, (3, 3)))
+            ax.annotate(text, (x, y), xytext=(0, 18 if va == "bottom" else -22), textcoords="offset points",
+                        ha="center", va=va, fontsize=TICK_PT, color=INK, annotation_clip=False)  # fmt: skip
+        ax.set_xlabel("model output (target units)", fontsize=LABEL_PT, color=INK, labelpad=22)
+        return png(fig)
 
 
-def _ramp(t: float) -> tuple[int, int, int]:
-    """Low values blue, high values red (through purple)."""
-    t = min(1.0, max(0.0, t))
-    return tuple(int(round(a + (b - a) * t)) for a, b in zip(NEGATIVE, POSITIVE))  # type: ignore[return-value]
+def beeswarm_sample(count: int, seed: int, limit: int = MAX_BEESWARM_ROWS) -> np.ndarray:
+    """The rows a beeswarm draws: all of them up to `limit`, else `limit` drawn uniformly without
+    replacement with `seed` (the same job draws the same dots), in their original order."""
+    if count <= limit:
+        return np.arange(count)
+    return np.sort(np.random.default_rng([seed, 2]).choice(count, limit, replace=False))
+
+
+def swarm_offsets(x: np.ndarray, bins: int = 120, spread: float = 0.42) -> np.ndarray:
+    """Vertical offsets for a beeswarm row: values in the same narrow bin of x pile up,
+    alternately above and below the centre line, scaled so the tallest pile fits `spread`."""
+    finite = np.isfinite(x)
+    offsets = np.zeros(len(x))
+    if not finite.any():
+        return offsets
+    low, high = float(x[finite].min()), float(x[finite].max())
+    slot = np.zeros(len(x), dtype=int)
+    if high > low:
+        slot[finite] = np.minimum(((x[finite] - low) / (high - low) * bins).astype(int), bins - 1)
+    level = np.zeros(len(x))
+    counts: dict[int, int] = {}
+    for i in np.flatnonzero(finite):
+        count = counts.get(int(slot[i]), 0)
+        counts[int(slot[i])] = count + 1
+        level[i] = ((count + 1) // 2) * (1 if count % 2 else -1)
+    tallest = max(1, max(counts.values()) // 2)
+    return level / tallest * spread
+
+
+def _category_legend(ax: Any, row: int, names: list[str], palette: list[str]) -> None:
+    """Up to 6 categories, two columns of three lines, right of the row's dots."""
+    shown = names if len(names) <= 6 else names[:5] + [f"+{len(names) - 5} more"]
+    for k, name in enumerate(shown):
+        x, y = 8 + 84 * (k % 2), 11 - 11 * (k // 2)
+        where = {"xy": (1.0, row), "xycoords": ("axes fraction", "data"), "textcoords": "offset points", "va": "center"}
+        if k < 5 or len(names) <= 6:
+            ax.annotate("●", xytext=(x, y), fontsize=7, color=palette[k % len(palette)], **where)
+        ax.annotate(name if len(name) <= 11 else name[:10] + "…", xytext=(x + 9, y), fontsize=7, color=INK, **where)
 
 
 def beeswarm_png(
@@ -225,81 +199,53 @@ def beeswarm_png(
     *,
     title: str,
     subtitle: str = "",
-    max_dots: int = 1500,
+    total_rows: int | None = None,
+    sample_note: str = "",
 ) -> bytes:
     """One line of dots per variable (most important at the top): x = the attribution of one
     row, dots piled where they crowd. Numerics: colour from low (blue) to high (red) value;
-    categoricals: one colour per category, named on the right."""
+    categoricals: one colour per category, named on the right. The caller subsamples the rows
+    (`attributions` holds those shown; `total_rows` and `sample_note` say so on the chart)."""
+    from matplotlib.colors import LinearSegmentedColormap
+
     attributions = np.asarray(attributions, dtype=np.float64)
     count, nvars = attributions.shape
-    order = sorted(range(nvars), key=lambda j: -float(np.abs(attributions[:, j]).mean()))
-    font = _font(13)
-    small = _font(11)
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    label_width = max((_width(probe, variables[j], font) for j in order), default=40) + 20
-    legend_width = 190
-    row_height = 44
-    width = max(860, label_width + 520 + legend_width)
-    top = 80
-    height = top + nvars * row_height + 70
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    _header(draw, title, subtitle, width)
-    finite = attributions[np.isfinite(attributions)]
-    low, high = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 1.0)
-    axis = _Axis(min(low, 0.0), max(high, 0.0), label_width, width - legend_width - 20)
-    bottom = top + nvars * row_height
-    axis.draw(draw, top - 6, bottom, small, "attribution (pushes the target down <  0  > up)")
-    zero = axis(0.0)
-    draw.line([(zero, top - 6), (zero, bottom)], fill=FAINT)
-    keep = np.arange(count)
-    if count > max_dots:
-        keep = np.sort(np.random.default_rng(0).choice(count, max_dots, replace=False))
-    radius = 2 if len(keep) > 400 else 3
-    for row, j in enumerate(order):
-        centre = top + row * row_height + row_height / 2
-        draw.text((label_width - 10 - _width(draw, variables[j], font), centre - 8), variables[j], fill=INK, font=font)
-        piles: dict[int, int] = {}
-        for i in keep[np.argsort(np.abs(attributions[keep, j]), kind="stable")]:
-            value = attributions[i, j]
-            if not math.isfinite(value):
-                continue
-            x = axis(value)
-            slot = int(x // (2 * radius + 1))
-            level = piles.get(slot, 0)
-            piles[slot] = level + 1
-            offset = ((level + 1) // 2) * (2 * radius) * (1 if level % 2 else -1)
-            offset = max(-row_height / 2 + radius, min(row_height / 2 - radius, offset))
-            c = colours[j][i]
+    order = sorted(range(nvars), key=lambda j: (-float(np.abs(attributions[:, j]).mean()), j))
+    ramp = LinearSegmentedColormap.from_list("low_high", [NEGATIVE, "#9b4fb0", POSITIVE])
+    palette = [
+        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    ]  # fmt: skip
+    shown = f"{count:,} rows" if total_rows in (None, count) else f"{count:,} of {total_rows:,} rows ({sample_note})"
+    subtitle = f"{subtitle}\none dot per row: {shown}" if subtitle else f"one dot per row: {shown}"
+    labels = [variables[j] for j in order]
+    with _chart(title, subtitle, labels, nvars, 46, bottom_px=70, right_px=190) as (fig, ax):
+        finite = attributions[np.isfinite(attributions)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 1.0)
+        pad = (max(high, 0.0) - min(low, 0.0)) * 0.04 or 0.5
+        ax.set_xlim(min(low, 0.0) - pad, max(high, 0.0) + pad)
+        ax.axvline(0.0, color=FAINT, linewidth=0.9)
+        size = 9 if count > 400 else 14
+        for row, j in enumerate(order):
+            x = attributions[:, j]
+            keep = np.isfinite(x)
+            y = row + swarm_offsets(x)
+            raw = np.asarray(colours[j], dtype=np.float64)
             if kinds[j] == "categorical":
-                colour = PALETTE[int(c) % len(PALETTE)]
+                face = [palette[int(c) % len(palette)] for c in raw]
             else:
-                colour = _ramp(float(c)) if math.isfinite(float(c)) else FAINT
-            y = centre + offset
-            draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour)
-        legend_x = width - legend_width + 4
-        if kinds[j] == "categorical" and categories[j]:
-            text_x = legend_x
-            line = 0
-            for index, name in enumerate(categories[j]):
-                piece = str(name)[:14]
-                w = _width(draw, piece, small) + 14
-                if text_x + w > width - 4:
-                    line += 1
-                    text_x = legend_x
-                    if line > 2:
-                        draw.text((text_x, centre - 18 + 12 * line), "...", fill=FAINT, font=small)
-                        break
-                y = centre - 18 + 12 * line
-                draw.ellipse([text_x, y + 3, text_x + 7, y + 10], fill=PALETTE[index % len(PALETTE)])
-                draw.text((text_x + 9, y), piece, fill=INK, font=small)
-                text_x += w
-    # colour bar for numeric values
-    bar_x = width - legend_width + 4
-    bar_y = bottom + 30
-    for k in range(120):
-        draw.line([(bar_x + k, bar_y), (bar_x + k, bar_y + 8)], fill=_ramp(k / 119))
-    draw.text((bar_x, bar_y + 10), "low", fill=FAINT, font=small)
-    draw.text((bar_x + 120 - _width(draw, "high", small), bar_y + 10), "high", fill=FAINT, font=small)
-    draw.text((bar_x, bar_y - 14), "numeric value", fill=FAINT, font=small)
-    return _png(image)
+                face = [ramp(float(c)) if math.isfinite(c) else FAINT for c in raw]
+            face = [f for f, k in zip(face, keep) if k]
+            ax.scatter(x[keep], y[keep], s=size, c=face, linewidths=0, rasterized=False)
+            if kinds[j] == "categorical" and categories[j]:
+                _category_legend(ax, row, [str(name) for name in categories[j]], palette)
+        ax.set_yticks(range(nvars), labels)
+        ax.set_xlabel("attribution (pushes the target down  <  0  >  up)", fontsize=LABEL_PT, color=INK)
+        bar = fig.add_axes((1 - 170 / WIDTH, 18 / fig.bbox.height, 120 / WIDTH, 8 / fig.bbox.height))
+        bar.imshow(np.linspace(0, 1, 120)[None, :], aspect="auto", cmap=ramp)
+        bar.set_xticks([0, 119], ["low", "high"], fontsize=TICK_PT, color=FAINT)
+        bar.set_yticks([])
+        bar.tick_params(length=0)
+        for spine in bar.spines.values():
+            spine.set_visible(False)
+        bar.set_title("numeric value", fontsize=TICK_PT, color=FAINT, pad=3)
+        return png(fig)
