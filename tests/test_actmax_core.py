@@ -285,6 +285,69 @@ def test_a_dead_objective_is_reported():
     assert partly.dead == [True, False]
 
 
+class LateGate(nn.Module):
+    """conv -> gate -> relu. The gate holds channel 0 far below zero for its first `closed`
+    calls, then lets it through (bias +1: it fires everywhere): a unit silent at first that
+    fires later. Channel 1 always fires."""
+
+    def __init__(self, closed: int):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 2, 3, padding=1)
+        with torch.no_grad():
+            self.conv.bias[:] = 1.0
+        self.gate = Gate(closed)
+        self.relu = nn.ReLU()
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x):
+        return self.relu(self.gate(self.conv(x)))
+
+
+class Gate(nn.Module):
+    def __init__(self, closed: int):
+        super().__init__()
+        self.closed, self.calls = closed, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls <= self.closed:
+            x = x - torch.tensor([1e4, 0.0]).view(1, 2, 1, 1)
+        return x
+
+
+def test_a_unit_that_fires_after_the_first_steps_is_not_dead():
+    # silent for 20 steps (past DEAD_CHECK_STEPS), firing from step 21 of 30
+    result = tiny_render(LateGate(closed=20), make_objective("channel", "relu", [0, 1]), steps=30)
+    assert result.history[:20, 0].abs().max() == 0 and result.history[20:, 0].min() > 0
+    assert result.dead == [False, False]
+
+
+def test_a_job_reports_dead_only_for_a_unit_that_never_activates():
+    """Through the job's own code (no Redis): channel 0 is gated for every step of the
+    optimization, then fires on the finished image (activation > 0): not dead. A unit that
+    stays at 0 everywhere is dead."""
+    from worker.core.probe import inspect_layers
+    from worker.kinds.activation_maximization import execute
+
+    def run(closed: int):
+        model = LateGate(closed)
+        layers = [{"name": l.name, "type": l.type, "output_shape": l.output_shape, "units": l.units}
+                  for l in inspect_layers(model, torch.zeros(1, 3, 16, 16))]  # fmt: skip
+        model.gate.calls = 0
+        record = {"id": "late-gate", "kind": "image", "input": CONTRACT, "layers": layers, "labels": None}
+        params = ActivationMaximizationParams.model_validate(
+            {"objective": {"type": "channel", "layer": "relu", "units": [0, 1]}, "steps": 20, "size": 24}
+        )
+        return execute(model, record, params, device="cpu").document["images"]
+
+    late = run(closed=20)  # the 20 optimization steps see it silent; the measurement sees it fire
+    assert late[0]["activation"] > 0 and late[0]["dead"] is False and late[1]["dead"] is False
+    never = run(closed=10**9)
+    assert never[0]["activation"] == 0 and never[0]["dead"] is True and never[1]["dead"] is False
+
+
 def test_evaluate_reports_activation_robustness_and_top_unit():
     model = Tiny()
     objective = make_objective("class", "fc", [0, 1, 2, 3])

@@ -34,8 +34,9 @@ from worker.core.actmax import (
     unit_maxima,
 )
 from worker.core.actmax.render import NonFiniteObjective
-from worker.core.imaging import grid_png, png_bytes, prepare_images
+from worker.core.imaging import png_bytes, prepare_images
 from worker.datasets import ImageSet
+from worker.kinds.actmax_figure import grid_png
 
 DATASET_BATCH = 64
 ROBUST_SAMPLES = 8
@@ -278,24 +279,13 @@ def execute(
                 "top_label": labels[top]
                 if top is not None and resolved["type"] == "class" and top < len(labels)
                 else None,
-                "dead": result.dead[i],
+                "dead": result.dead[i] and not activation > 0,
                 "history": [_num(v, 5) for v in result.history[:, i].tolist()],
             }
         )
         artifacts.append(ArtifactBlob(name, "image/png", png_bytes(images_np[i])))
 
-    rows: list[list[np.ndarray]] = [[] for _ in objective.unit_ids]
-    for i, group in enumerate(groups):
-        rows[group].append(images_np[i])
-    if objective.has_units:
-        row_labels = [
-            f"{u} {labels[u]}" if resolved["type"] == "class" and u < len(labels) else f"unit {u}"
-            for u in objective.unit_ids
-        ]
-    else:
-        row_labels = [resolved["type"]]
-    cell = int(min(max(params.size, 64), 128))
-    grid = grid_png(rows, cell_size=cell, row_labels=row_labels, label_width=6 * max(len(t) for t in row_labels) + 6)
+    grid = grid_png(images_np, items, groups, resolved, params, model_name or record.get("id"))
     artifacts.insert(0, ArtifactBlob("grid.png", "image/png", grid))
     artifacts.insert(0, ArtifactBlob("images.npy", "application/octet-stream", _npy(images_np)))
     if result.snapshots:

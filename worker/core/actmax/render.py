@@ -26,7 +26,7 @@ from worker.core.actmax.transforms import Compose
 from worker.core.imaging import normalize
 from worker.core.probe import capture_activation
 
-DEAD_CHECK_STEPS = 16  # an image whose gradient stayed exactly 0 this long is dead
+DEAD_CHECK_STEPS = 16  # a job whose every gradient stayed exactly 0 this long is dead
 REPORT_EVERY = 8  # steps between the callback's values (reading them waits for the device)
 
 
@@ -75,7 +75,7 @@ class RenderResult:
     images: torch.Tensor  # [N, 3, H, W] in [0, 1], on the CPU
     history: torch.Tensor  # [steps, N]: the objective under that step's transforms
     snapshots: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> [N, 3, H, W]
-    dead: list[bool] = field(default_factory=list)  # images whose gradient stayed 0
+    dead: list[bool] = field(default_factory=list)  # images whose gradient was 0 at every step
     seconds: float = 0.0
     step_seconds: float = 0.0
 
@@ -158,10 +158,11 @@ def render(
         opt.zero_grad(set_to_none=True)
         (-score.sum()).backward(inputs=[*tensors, linear] if needs_image_grad else tensors)
         history[t] = value.detach()
-        if t < dead_check:
-            nonzero = _per_image_nonzero(tensors)
-            if nonzero is not None:
-                alive |= nonzero
+        # Watched at every step, not only the first few: a unit silent at first may fire later
+        # (a jitter that lands its pattern), and then it is not dead.
+        nonzero = _per_image_nonzero(tensors)
+        if nonzero is not None:
+            alive |= nonzero
         opt.step()
         if regularizers:
             state = StepState(t + 1, linear.detach(), linear.grad if needs_image_grad else None)
