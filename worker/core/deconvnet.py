@@ -65,6 +65,48 @@ def strongest_channels(values: torch.Tensor, count: int) -> list[int]:
     return per_channel.topk(min(count, per_channel.numel())).indices.tolist()
 
 
+@dataclass(frozen=True)
+class ChannelChoice:
+    channels: list[int]
+    shared: list[int]  # per channel: the most top-k images it shares with one channel chosen before it
+    candidates: int  # channels that activate somewhere (max > 0): the ones that competed
+
+
+def distinct_channels(values: torch.Tensor, count: int, top_k: int) -> ChannelChoice:
+    """`count` channels that respond to different images, from values [N, C] (each image's
+    strongest activation per channel). The strongest channel first; then, one at a time, the
+    channel whose top-k images overlap least with those of the channels already chosen: fewest
+    images shared with any one of them, then fewest shared with all of them together, then the
+    stronger. Only channels that activate somewhere compete; when fewer than `count` do, the
+    strongest of the others fill the rest (a job reports them as dead).
+
+    The strongest channels of a layer often share their top images (the same few high-contrast
+    pictures excite them all), and a figure of those says nothing about what differs."""
+    images, total = values.shape
+    per_channel = values.amax(dim=0)
+    order = torch.argsort(per_channel, descending=True, stable=True).tolist()
+    rank = {channel: position for position, channel in enumerate(order)}
+    k = min(top_k, images)
+    member = torch.zeros(total, images)
+    member.scatter_(1, values.topk(k, dim=0).indices.T, 1.0)  # member[c, i]: image i is in c's top k
+    live = [c for c in order if per_channel[c] > 0]
+    chosen: list[int] = []
+    shared: list[int] = []
+    remaining = list(live)
+    while remaining and len(chosen) < count:
+        if chosen:
+            overlap = member[remaining] @ member[chosen].T  # [remaining, chosen] images in common
+            worst, together = overlap.amax(dim=1).tolist(), overlap.sum(dim=1).tolist()
+            pick = min(range(len(remaining)), key=lambda i: (worst[i], together[i], rank[remaining[i]]))
+            shared.append(int(worst[pick]))
+        else:
+            pick = 0
+            shared.append(0)
+        chosen.append(remaining.pop(pick))
+    rest = [c for c in order if per_channel[c] <= 0][: count - len(chosen)]
+    return ChannelChoice(chosen + rest, shared + [0] * len(rest), len(live))
+
+
 def top_neurons(values: torch.Tensor, positions: torch.Tensor, channels: Sequence[int], top_k: int) -> list[Neuron]:
     """Per channel, the k images where it is strongest, each at its strongest position
     (channel by channel, strongest first)."""

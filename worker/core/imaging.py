@@ -1,15 +1,17 @@
-"""Images in and out: model input tensors from uint8 pictures, PNGs and grids for people."""
+"""Images in and out: model input tensors from uint8 pictures, PNGs for people
+(worker/core/figures.py draws the labelled figures)."""
 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image
 
 
 def prepare_images(images: Sequence[np.ndarray], contract: dict[str, Any], device: str | torch.device) -> torch.Tensor:
@@ -65,42 +67,24 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def grid_png(
-    cells: Sequence[Sequence[np.ndarray | None]],
-    *,
-    cell_size: int = 96,
-    padding: int = 4,
-    row_labels: Sequence[str] | None = None,
-    column_labels: Sequence[str] | None = None,
-    label_width: int = 0,
-) -> bytes:
-    """A grid of images (rows of cells; None leaves a cell empty), each scaled to fit
-    `cell_size`, with optional row labels on the left and column labels on top."""
-    rows = len(cells)
-    columns = max((len(r) for r in cells), default=0)
-    top = 14 if column_labels else 0
-    left = label_width if row_labels else 0
-    width = left + columns * (cell_size + padding) + padding
-    height = top + rows * (cell_size + padding) + padding
-    canvas = Image.new("RGB", (max(width, 1), max(height, 1)), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    for r, row in enumerate(cells):
-        y = top + padding + r * (cell_size + padding)
-        if row_labels:
-            draw.text((2, y + cell_size // 2 - 5), str(row_labels[r])[: max(1, label_width // 6)], fill=(0, 0, 0))
-        for c, cell in enumerate(row):
-            if cell is None:
-                continue
-            picture = Image.fromarray(to_uint8(cell))
-            scale = cell_size / max(picture.size)
-            size = (max(1, round(picture.size[0] * scale)), max(1, round(picture.size[1] * scale)))
-            picture = picture.resize(size, Image.NEAREST if scale >= 1 else Image.BILINEAR)
-            x = left + padding + c * (cell_size + padding)
-            canvas.paste(picture, (x, y))
-    if column_labels:
-        for c, label in enumerate(column_labels):
-            x = left + padding + c * (cell_size + padding)
-            draw.text((x, 1), str(label)[: cell_size // 6], fill=(0, 0, 0))
-    buffer = io.BytesIO()
-    canvas.save(buffer, format="PNG")
-    return buffer.getvalue()
+def enlarge(image: np.ndarray, min_side: int) -> np.ndarray:
+    """uint8 [H, W, 3] of `image`, repeated by the smallest whole factor that makes its longer
+    side at least `min_side` (nearest neighbour: every input pixel stays a sharp square)."""
+    picture = to_uint8(image)
+    factor = max(1, math.ceil(min_side / max(1, max(picture.shape[:2]))))
+    return picture.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else picture
+
+
+def fit(image: np.ndarray, side: int, factor: float) -> np.ndarray:
+    """uint8 [H, W, 3] of `image` scaled by `factor` (nearest when enlarging, area-averaged when
+    shrinking), its longer side capped at `side`."""
+    picture = to_uint8(image)
+    height, width = picture.shape[:2]
+    scale = min(factor, side / max(height, width))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if size == (width, height):
+        return picture
+    if scale >= 1 and float(scale).is_integer():
+        return picture.repeat(int(scale), axis=0).repeat(int(scale), axis=1)
+    method = Image.NEAREST if scale >= 1 else Image.BOX
+    return np.asarray(Image.fromarray(picture).resize(size, method))

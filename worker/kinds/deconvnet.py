@@ -12,19 +12,32 @@ import torch
 from service.kinds.deconvnet import DeconvnetParams
 from worker.context import ArtifactBlob, JobContext, JobFailed, JobOutput
 from worker.core.deconvnet import (
+    ChannelChoice,
     Neuron,
     channel_maxima,
+    distinct_channels,
     project,
     receptive_fields,
-    strongest_channels,
     top_neurons,
 )
-from worker.core.imaging import denormalize, grid_png, png_bytes, prepare_images
+from worker.core.figures import image_grid_png
+from worker.core.imaging import denormalize, enlarge, png_bytes, prepare_images
 from worker.core.probe import capture_activation
 from worker.datasets import decode_image
 
 DEFAULT_TOP_CHANNELS = 8
-DISPLAY = "each projection is shown as 0.5 + 0.5 * p / max|p| over its own pixels and channels (gray is zero)"
+DISPLAY_PERCENTILE = 99.5
+DISPLAY = (
+    f"each projection is shown as 0.5 + 0.5 * p / s, clipped to [0, 1], where s is the {DISPLAY_PERCENTILE}th "
+    "percentile of |p| over its receptive field's pixels and channels (gray is zero; the rarest extremes saturate, so that one "
+    "pixel does not wash out the rest)"
+)
+PNG_MIN_SIDE = 128  # projection-NNN.png and patch-NNN.png are enlarged (nearest) to at least this
+METHOD_NAMES = {
+    "deconvnet": "deconvnet (Zeiler & Fergus)",
+    "guided_backprop": "guided backpropagation",
+    "saliency": "saliency (plain gradient)",
+}
 
 
 def run(ctx: JobContext, params: DeconvnetParams) -> JobOutput:
@@ -61,8 +74,10 @@ def run(ctx: JobContext, params: DeconvnetParams) -> JobOutput:
             value = float(capture_activation(model, first, params.layer)[(0, channel, *position)])
         neurons = [Neuron(0, channel, position, value)]
         channels = [channel]
+        choice = None
     else:
-        channels = params.channels or strongest_channels(values, params.top_channels or DEFAULT_TOP_CHANNELS)
+        choice = None if params.channels else distinct_channels(values, params.top_channels or DEFAULT_TOP_CHANNELS, params.top_k)
+        channels = params.channels or choice.channels
         neurons = top_neurons(values, positions, channels, params.top_k)
     per_channel_max = {c: float(values[:, c].max()) for c in channels}
     dead = [c for c in channels if per_channel_max[c] <= 0.0]
@@ -102,19 +117,22 @@ def run(ctx: JobContext, params: DeconvnetParams) -> JobOutput:
         )
     reconstructions = projections.float().cpu().numpy()
     originals = denormalize(images, spec).clamp(0, 1).cpu().numpy()  # rows as in `used`
-    display = [_for_display(p) for p in reconstructions]
+    display = [_crop(_for_display(p, item), item, params.crop) for p, item in zip(reconstructions, items)]
+    patches = [_crop(originals[row_of[item["image_index"]]], item, params.crop) for item in items]
     artifacts = [ArtifactBlob("reconstructions.npy", "application/octet-stream", _npy(reconstructions))]
-    for index, picture in enumerate(display):
-        artifacts.append(ArtifactBlob(f"projection-{index:03d}.png", "image/png", png_bytes(_crop(picture, items[index], params.crop))))
-    artifacts.append(
-        ArtifactBlob("grid.png", "image/png", _figure(items, display, originals, row_of, channels, dead, params))
-    )
+    for index, (picture, patch) in enumerate(zip(display, patches)):
+        artifacts.append(ArtifactBlob(f"projection-{index:03d}.png", "image/png", png_bytes(enlarge(picture, PNG_MIN_SIDE))))
+        artifacts.append(ArtifactBlob(f"patch-{index:03d}.png", "image/png", png_bytes(enlarge(patch, PNG_MIN_SIDE))))
+    rows_chosen = _choice_text(params, choice, len(pictures))
+    figure = _figure(ctx.model, layer, items, display, patches, channels, dead, per_channel_max, rows_chosen, len(pictures), params)
+    artifacts.append(ArtifactBlob("grid.png", "image/png", figure))
     result = {
         "model": ctx.model,
         "layer": params.layer,
         "layer_shape": layer["output_shape"],
         "method": params.method,
         "channels": channels,
+        "channel_choice": _choice_record(params, choice, rows_chosen),
         "channel_max_activation": {str(c): per_channel_max[c] for c in channels},
         "dead_channels": dead,
         "dead_channels_note": "these channels never activate (max <= 0) on the given images: nothing to project"
@@ -128,8 +146,13 @@ def run(ctx: JobContext, params: DeconvnetParams) -> JobOutput:
             "each seeded with its activation's value",
         },
         "display": DISPLAY,
-        "figure": "grid.png: one row per channel, the projections on the left and the matching image "
-        "patches on the right" + (", cropped to each neuron's receptive field" if params.crop else ""),
+        "figure": "grid.png: one row per channel (its number and largest activation on the left), its top images "
+        "strongest first, each as a pair: the projection, then the image patch"
+        + (" under the neuron's receptive field" if params.crop else " (the whole image)")
+        + "; both enlarged with nearest neighbour",
+        "pngs": f"projection-NNN.png and patch-NNN.png for items[NNN], each enlarged (nearest, whole factor) to at "
+        f"least {PNG_MIN_SIDE} px on its longer side"
+        + ("; the patch is the image under the receptive field" if params.crop else ""),
         "images": len(pictures),
         "params": params.model_dump(mode="json", exclude={"images"}),
     }
@@ -144,11 +167,14 @@ def _npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _for_display(projection: np.ndarray) -> np.ndarray:
-    scale = float(np.abs(projection).max())
+def _for_display(projection: np.ndarray, item: dict) -> np.ndarray:
+    """The projection as an image; its scale read inside the receptive field, where the signal is."""
+    scale = float(np.percentile(np.abs(_crop(projection, item, True)), DISPLAY_PERCENTILE))
+    if scale == 0.0:
+        scale = float(np.abs(projection).max())
     if scale == 0.0:
         return np.full_like(projection, 0.5)
-    return 0.5 + 0.5 * projection / scale
+    return np.clip(0.5 + 0.5 * projection / scale, 0.0, 1.0)
 
 
 def _crop(picture: np.ndarray, item: dict, crop: bool) -> np.ndarray:
@@ -158,16 +184,65 @@ def _crop(picture: np.ndarray, item: dict, crop: bool) -> np.ndarray:
     return picture[:, y0:y1, x0:x1]
 
 
-def _figure(items, display, originals, row_of, channels, dead, params) -> bytes:
-    rows, labels = [], []
+def _choice_text(params: DeconvnetParams, choice: ChannelChoice | None, images: int) -> str:
+    if params.position is not None:
+        return f"the neuron at position {params.position} of channel {params.channels[0]} in the given image"
+    if choice is None:
+        return "the channels asked for"
+    return (
+        f"chosen to show different things: the strongest channel, then each time the one whose top {params.top_k} "
+        f"images overlap least with those of the channels already shown, among the {choice.candidates} channels "
+        f"that activate on the {images} images"
+    )
+
+
+def _choice_record(params: DeconvnetParams, choice: ChannelChoice | None, text: str) -> dict:
+    if params.position is not None:
+        return {"rule": "position", "description": text}
+    if choice is None:
+        return {"rule": "explicit", "description": text}
+    return {
+        "rule": "distinct_top_images",
+        "description": text,
+        "candidates": choice.candidates,
+        "shared_top_images": {str(c): n for c, n in zip(choice.channels, choice.shared)},
+        "shared_top_images_note": "per channel: the most of its top images it shares with any one channel chosen "
+        "before it (0: all different)",
+    }
+
+
+def _image_text(item: dict) -> str:
+    return item["image_name"] or f"image {item['image_index']}"
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def _figure(model, layer, items, display, patches, channels, dead, maxima, chosen, images, params) -> bytes:
+    """Zeiler & Fergus's figure: a row per channel, each top image as a pair (the projection,
+    then the image patch it came from), all enlarged to a legible size."""
+    rows, labels, captions = [], [], []
     for channel in channels:
         if channel in dead:
             continue
-        mine = [(item, display[item["index"]]) for item in items if item["channel"] == channel]
-        projections = [_crop(picture, item, params.crop) for item, picture in mine]
-        patches = [_crop(originals[row_of[item["image_index"]]], item, params.crop) for item, _ in mine]
-        rows.append([*projections, None, *patches])
-        labels.append(f"ch {channel}")
-    if not rows:
-        rows, labels = [[None]], ["all dead"]
-    return grid_png(rows, cell_size=64, row_labels=labels, label_width=48)
+        mine = [item for item in items if item["channel"] == channel]
+        rows.append([picture for item in mine for picture in (display[item["index"]], patches[item["index"]])])
+        labels.append(f"ch {channel}\nmax {_fmt(maxima[channel])}")
+        captions.append([f"{_fmt(item['activation'])}\n{_image_text(item)}" for item in mine])
+    shape = "×".join(str(v) for v in layer["output_shape"])
+    title = f"{model} · {layer['name']} ({layer.get('type', 'layer')}, {shape}) · {METHOD_NAMES[params.method]}"
+    per_row = max((len(row) // 2 for row in rows), default=0)
+    notes = [
+        f"Rows: channels, {chosen}. max = the channel's largest activation over the {images} images.",
+        f"Columns: each channel's top {per_row} images, strongest first, in pairs. Left: the projection of that "
+        "activation back to pixels (grey = 0, each scaled to its own range). Right: "
+        + ("the image patch under the neuron's receptive field." if params.crop else "the image.")
+        + " Under each pair: the activation and the image.",
+    ]
+    if dead:
+        notes.append(f"Not shown: channels {', '.join(map(str, dead))} never activate on these images (max <= 0).")
+    column_labels = [f"#{j + 1}" + (" strongest" if j == 0 else "") for j in range(per_row)]
+    return image_grid_png(
+        rows, title=title, notes=notes, row_labels=labels, column_labels=column_labels, captions=captions, group=2
+    )
