@@ -33,7 +33,8 @@ class DeconvnetParams(BaseModel):
         default=None,
         ge=1,
         le=MAX_CHANNELS,
-        description="Without `channels`: the N channels with the largest activation over the images (default 8).",
+        description="Without `channels`: how many channels to show (default 8), chosen to show different things: "
+        "the strongest, then each time the one whose top-k images overlap least with those already chosen.",
     )
     dataset: str | None = Field(default=None, description="An image dataset id (a zip's images in file-name order).")
     images: list[str] | None = Field(
