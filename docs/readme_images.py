@@ -3,8 +3,9 @@
     uv run python docs/readme_images.py
 
 Starts a private redis-server, the API and one worker, runs the walk-through's jobs with the
-Python client, saves their figures (scaled down), and takes a screenshot of the web page with
-Debian's chromium when it is installed.
+Python client, saves their figures as they are (they are drawn to be read at their size: a
+resampled figure blurs its enlarged pixels), and takes a screenshot of the web page (scaled down)
+with Debian's chromium when it is installed.
 """
 
 from __future__ import annotations
@@ -27,19 +28,19 @@ from bench.backbone import Processes, free_port, wait_http  # noqa: E402
 from service.client import Client  # noqa: E402
 
 IMAGES = ROOT / "docs" / "images"
-MAX_WIDTH = 900
+SCREENSHOT_WIDTH = 900
 
 WALK_THROUGH = [
     ("deconvnet", "shapes-cnn", {"layer": "features.6", "dataset": "shapes-val", "top_channels": 4, "top_k": 6}, "grid.png", "deconvnet-grid.png"),
-    ("activation_maximization", "shapes-cnn", {"objective": {"type": "class", "units": list(range(10))}, "steps": 256}, "grid.png", "actmax-grid.png"),
+    ("activation_maximization", "shapes-cnn", {"objective": {"type": "class", "units": list(range(10))}, "reference_dataset": "shapes-val"}, "grid.png", "actmax-grid.png"),
     ("tabular_attribution", "retail-mlp", {"dataset": "retail-sample", "sample": 200, "method": "kernel_shap"}, "importance.png", "tabular-importance.png"),
 ]
 
 
-def save_small(data: bytes, name: str) -> None:
+def save(data: bytes, name: str, max_width: int | None = None) -> None:
     image = Image.open(io.BytesIO(data)).convert("RGB")
-    if image.width > MAX_WIDTH:
-        image = image.resize((MAX_WIDTH, round(image.height * MAX_WIDTH / image.width)), Image.LANCZOS)
+    if max_width and image.width > max_width:
+        image = image.resize((max_width, round(image.height * max_width / image.width)), Image.LANCZOS)
     image.save(IMAGES / name, format="PNG", optimize=True)
     print(f"wrote docs/images/{name} ({(IMAGES / name).stat().st_size} bytes)")
 
@@ -58,7 +59,7 @@ def screenshot(base_url: str, job_id: str) -> None:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(f"{base_url}/#job={job_id}")
         page.wait_for_timeout(4000)
-        save_small(page.screenshot(full_page=False), "web-page.png")
+        save(page.screenshot(full_page=False), "web-page.png", SCREENSHOT_WIDTH)
         browser.close()
 
 
@@ -91,7 +92,7 @@ def main() -> int:
                     raise RuntimeError(f"{kind}: {job.error}")
                 first = first or job.id
                 ref = next(a for a in job.result.artifacts if a.name == artifact)
-                save_small(client.http.get(ref.url).content, name)
+                save(client.http.get(ref.url).content, name)
         if first:
             screenshot(base, first)
         return 0
