@@ -28,8 +28,17 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 class GlassboxError(Exception):
     """An error answer of the API (RFC 9457 problem details), or a job that did not succeed."""
 
-    def __init__(self, status: int, title: str, detail: str = "", type: str = "", errors: list | None = None):
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str = "",
+        type: str = "",
+        errors: list | None = None,
+        url: str | None = None,
+    ):
         super().__init__(f"{status} {title}: {detail}" if detail else f"{status} {title}")
+        self.url = url  # the request that got this answer
         self.status = status
         self.title = title
         self.detail = detail
@@ -224,4 +233,5 @@ def _problem(response: httpx.Response) -> GlassboxError:
         body.get("detail") or "",
         body.get("type") or "",
         body.get("errors"),
+        str(response.request.url),
     )

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import ctypes
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import redis
 
+PR_SET_PDEATHSIG = 1
+
 
 class EmbeddedRedisError(RuntimeError):
     pass
+
+
+def die_with_parent() -> None:
+    """In a child before exec: get SIGTERM if the supervisor dies, so nothing is orphaned."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
 
 
 def find_redis_server() -> str:
@@ -64,13 +77,24 @@ class EmbeddedRedis:
             "--logfile", str(self.data_dir / "redis.log"),
             "--daemonize", "no",
         ]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,  # only what it says before its logfile is open
+            # Own session: a terminal's Ctrl-C must not stop Redis before the processes using it;
+            # the supervisor stops it last.
+            start_new_session=True,
+            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
+        )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                said = self.process.stderr.read().decode(errors="replace").strip().splitlines()
                 raise EmbeddedRedisError(
-                    f"redis-server exited with {self.process.returncode}; see {self.data_dir / 'redis.log'}"
+                    f"redis-server exited with {self.process.returncode}"
+                    + (f" ({said[-1]})" if said else "")
+                    + f"; see {self.data_dir / 'redis.log'}"
                 )
             try:
                 if client.ping():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -107,8 +108,12 @@ def test_up_runs_everything_restarts_a_dead_worker_and_stops_cleanly(tmp_path):
             return response.json().get("workers", 0) if response.status_code == 200 else 0
 
         wait_until(lambda: ready_workers() == 2, timeout=60, what="glassbox up to be ready with 2 workers")
-        log.seek(0)
-        output = log.read()
+
+        def output_so_far() -> str:
+            log.seek(0)
+            return log.read()
+
+        output = wait_until(lambda: "glassbox: open" in output_so_far() and output_so_far(), timeout=10, what="the URL")
         assert f"open http://127.0.0.1:{port}/" in output and "auth OFF" in output
         assert "private redis-server" in output
 
@@ -135,6 +140,24 @@ def test_up_runs_everything_restarts_a_dead_worker_and_stops_cleanly(tmp_path):
         if up.poll() is None:
             up.kill()
             up.wait()
+
+
+def test_up_on_a_port_in_use_says_so_in_one_line_and_starts_nothing(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GLASSBOX_")}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "service.cli", "up", "--port", str(port)],
+            cwd=REPO, env={**env, "GLASSBOX_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(REPO)},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1 and result.stdout == "", result
+    assert result.stderr.strip().splitlines() == [
+        f"glassbox: cannot listen on 127.0.0.1:{port} (Address already in use); stop what uses it or pass --port"
+    ]
+    assert not (tmp_path / "data").exists()
 
 
 def _status(pid: int) -> str:

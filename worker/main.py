@@ -21,6 +21,7 @@ from service.catalogspec import ModelInfo
 from service.jobs import JobStore
 from service.model_catalog import BUILTIN_SCOPE, ModelCatalog
 from service.plugins import load_plugins
+from service.readiness import mark_builtins_registered
 from service.settings import Settings
 from worker.datasets import DatasetLoader
 from worker.device import resolve_device
@@ -81,12 +82,17 @@ class Heartbeat(threading.Thread):
 
 
 def register_builtins(
-    models: ModelLoader, datasets: ModelCatalog, plugin_models: list[dict], cache_dir: Path | None = None
+    settings: Settings,
+    models: ModelLoader,
+    datasets: ModelCatalog,
+    plugin_models: list[dict],
+    cache_dir: Path | None = None,
 ) -> None:
     """Publish what this worker can load, for the API to validate jobs against: the built-in
     models (inspected now: they are small, so their layers are listed from the start), the
     torchvision architectures (layers listed once a job has loaded one), plugin models and the
-    built-in datasets. Retries while Redis is not up yet, as at the start of a deployment."""
+    built-in datasets; then records that they are registered (the API is ready from then on).
+    Retries while Redis is not up yet, as at the start of a deployment."""
     catalog = models.catalog
     for attempt in range(30):
         try:
@@ -101,11 +107,20 @@ def register_builtins(
                     catalog.put(BUILTIN_SCOPE, model.id, {**model.catalog_record(), "status": "failed", "error": str(exc)})
             for record in torchvision_records(cache_dir):
                 catalog.put_if_absent(BUILTIN_SCOPE, record["id"], record)
+            registered = list(BUILTIN_MODELS)
             for record in plugin_models:
                 info = ModelInfo.model_validate({"name": record["id"], "source": "plugin", **record})
                 catalog.put(BUILTIN_SCOPE, info.id, info.model_dump())
-            for record in builtin_dataset_records():
+                registered.append(info.id)
+            dataset_records = builtin_dataset_records()
+            for record in dataset_records:
                 datasets.put(BUILTIN_SCOPE, record["id"], record)
+            mark_builtins_registered(
+                catalog.redis,
+                settings,
+                models=registered,
+                datasets=[record["id"] for record in dataset_records],
+            )
             return
         except redis.ConnectionError as exc:
             log.warning("cannot register built-in models yet (%s); retrying", exc)
@@ -137,7 +152,7 @@ def run_worker(settings: Settings) -> int:
         models=ModelLoader(catalog, blobs, ModelCache(settings.model_cache_bytes), device),
         datasets=DatasetLoader(dataset_catalog, blobs),
     )
-    register_builtins(runtime.models, dataset_catalog, plugins.models, Path(settings.data_dir) / "cache")
+    register_builtins(settings, runtime.models, dataset_catalog, plugins.models, Path(settings.data_dir) / "cache")
     log.info("worker %s on %s, kinds: %s", runtime.name, runtime.device, ", ".join(runtime.kinds) or "none")
     heartbeat = Heartbeat(runtime)
     heartbeat.start()
