@@ -63,7 +63,10 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 10.0, *, die_with_parent_process: bool = False) -> None:
+        """Start it and wait until it answers. `die_with_parent_process`: SIGTERM it when the
+        calling process dies (Linux's PDEATHSIG, which fires when the *thread* that started it
+        ends: only for a process's main thread, as `glassbox up` uses it)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         command = [
             self.executable,
@@ -84,7 +87,7 @@ class EmbeddedRedis:
             # Own session: a terminal's Ctrl-C must not stop Redis before the processes using it;
             # the supervisor stops it last.
             start_new_session=True,
-            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=die_with_parent if die_with_parent_process and sys.platform.startswith("linux") else None,
         )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout

@@ -99,7 +99,7 @@ class Supervisor:
         if not redis_url:
             self.redis = EmbeddedRedis(Path(self.settings.data_dir) / "redis")
             try:
-                self.redis.start()
+                self.redis.start(die_with_parent_process=True)
             except EmbeddedRedisError as exc:
                 print(f"glassbox: cannot start redis-server: {exc}", file=sys.stderr, flush=True)
                 return 1
