@@ -151,14 +151,31 @@ def _clean_errors(errors: Any) -> list[dict[str, Any]]:
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
+def _flat_routes(routes):
+    # FastAPI keeps an included router as one entry that wraps the router's own routes.
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _flat_routes(inner.routes)
+        elif hasattr(route, "matches"):
+            yield route
+
+
 def allowed_methods(request: Request) -> list[str]:
-    """The methods some route serves at this request's path."""
-    routes = request.app.router.routes
-    return [
-        method
-        for method in HTTP_METHODS
-        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
-    ]
+    """The methods some route serves at this request's path. A path that a literal route names
+    (`/v1/jobs/estimate`) is that route's, even though a templated one (`/v1/jobs/{job_id}`)
+    would match it too: the document lists only the literal route's methods there."""
+    routes = list(_flat_routes(request.app.router.routes))
+
+    def serving(candidates) -> list[str]:
+        return [
+            method
+            for method in HTTP_METHODS
+            if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in candidates)
+        ]
+
+    literal = [r for r in routes if "{" not in getattr(r, "path", "{") and getattr(r, "path", None) == request.url.path]
+    return serving(literal) if literal else serving(routes)
 
 
 def document_problems(document: dict[str, Any]) -> None:
