@@ -74,6 +74,13 @@ BENCHMARKS = [
         needs=("shap",),
     ),
     Benchmark(
+        "interactions",
+        "exact pairwise Shapley interactions (k-SII) rows/s vs shapiq's exact computation",
+        (),
+        ("--rows", "40", "--shapiq-rows", "8", "--repeats", "1"),
+        needs=("shapiq",),
+    ),
+    Benchmark(
         "job_costs",
         "a job of every kind with default settings, end to end, against POST /v1/jobs/estimate",
         (),
