@@ -41,7 +41,7 @@ import redis
 
 from bench import results_dir
 from bench.httpload import LoadResult, raw_request, run_load
-from service.model_catalog import ModelCatalog
+from service.catalogs import ModelCatalog
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

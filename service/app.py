@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,46 +14,32 @@ import redis.asyncio
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from service.api import catalog, health, jobs
+from service.api import artifacts, catalog, events, health, jobs
 from service.api.docs import mount_docs
 from service.api.web import mount_web
 from service.auth import declare_bearer_security
 from service.blobs import BlobStore
-from service.jobs import AsyncJobReader, JobStore
+from service.catalogs import DatasetCatalog, ModelCatalog
+from service.jobstore import AsyncJobReader, JobRuns, JobStore, Reaper
 from service.limits import BodySizeLimitMiddleware
 from service.metrics import JobStatsCollector, RequestMetrics, RequestMetricsMiddleware
-from service.model_catalog import ModelCatalog
 from service.plugins import load_plugins
 from service.problems import document_problems, install_problem_handlers
+from service.redis_connection import UNCONFIGURED_REDIS_URL, redis_options
 from service.settings import Settings
 from service.webhooks import WebhookSender
 
 log = logging.getLogger("glassbox.api")
 
-# Fail fast while Redis is down (the client gets a 503 at once) and reconnect by itself after.
-REDIS_SOCKET_TIMEOUT_SECONDS = 5.0
-REDIS_CONNECT_TIMEOUT_SECONDS = 1.0
-# No Redis URL is configured in `glassbox openapi` and in import-only checks.
-UNCONFIGURED_REDIS_URL = "redis://127.0.0.1:1/0"
-
-
-def redis_options() -> dict:
-    return {
-        "socket_timeout": REDIS_SOCKET_TIMEOUT_SECONDS,
-        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_SECONDS,
-        "health_check_interval": 30,
-    }
-
-
-async def run_reaper(store: JobStore, interval: float) -> None:
-    """Settle jobs of dead workers even when no worker is left to do it."""
+async def run_reaper(reaper: Reaper, interval: float) -> None:
+    """Settle jobs of dead workers even when no worker is left to do it (the API takes its turn
+    in the election with the workers)."""
     while True:
         await asyncio.sleep(interval)
         try:
-            counts = await asyncio.to_thread(store.reap)
-            if any(counts.values()):
+            counts = await asyncio.to_thread(reaper.reap_if_elected)
+            if counts and any(counts.values()):
                 log.warning("reaper: %s", counts)
-            await asyncio.to_thread(store.repair_admissions)
         except redis.RedisError as exc:
             log.debug("reaper skipped, redis unavailable: %s", exc)
         except Exception:
@@ -64,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        reaper = asyncio.create_task(run_reaper(app.state.store, settings.reaper_interval_seconds))
+        reaper = asyncio.create_task(run_reaper(app.state.reaper, settings.reaper_interval_seconds))
         job_events = asyncio.create_task(app.state.reader.run())
         sender = WebhookSender(app.state.redis, settings) if settings.webhook_secret else None
         if sender is not None:
@@ -102,9 +90,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # asyncio.wait_for when one is set, which costs a task per command on the hottest path.
     app.state.async_redis = redis.asyncio.Redis.from_url(url, **{**redis_options(), "socket_timeout": None})
     app.state.store = JobStore(connection, settings)
+    app.state.reaper = Reaper(JobRuns(app.state.store), owner=f"api-{os.getpid()}-{uuid.uuid4().hex[:6]}")
     app.state.reader = AsyncJobReader(app.state.async_redis, app.state.store.keys)
     app.state.catalog = ModelCatalog(connection, settings)
-    app.state.datasets = ModelCatalog(connection, settings, collection="datasets")
+    app.state.datasets = DatasetCatalog(connection, settings)
     app.state.blobs = BlobStore(connection, settings)
     registry = CollectorRegistry()
     registry.register(JobStatsCollector(app.state.store))
@@ -123,6 +112,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi
     app.include_router(jobs.router)
+    app.include_router(events.router)
+    app.include_router(artifacts.router)
     app.include_router(health.router)
     app.include_router(catalog.router)
     mount_web(app)

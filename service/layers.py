@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.problems import invalid
+from service.validation import invalid
 
 MAX_CHOICES_LISTED = 60
 

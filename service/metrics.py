@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.jobs import JOB_DURATION_BUCKETS, JobStore
+from service.jobstore import JOB_DURATION_BUCKETS, JobStore
 
 log = logging.getLogger("glassbox.metrics")
 

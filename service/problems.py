@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from http import HTTPStatus
-from typing import Any, Literal, get_args, get_origin
+from typing import Any
 
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+
+from service.validation import InvalidRequest, with_allowed_names
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://glassbox.dev/problems/"
@@ -56,69 +57,6 @@ class ProblemError(Exception):
         self.detail = detail
         self.errors = errors
         self.headers = headers or {}
-
-
-def invalid(loc: list[str | int], msg: str, slug: str = "validation-error") -> ProblemError:
-    """A 422 about one field, shaped like FastAPI's own validation errors."""
-    return ProblemError(
-        422, slug, msg, title="Request validation failed", errors=[{"loc": loc, "msg": msg, "type": slug}]
-    )
-
-
-def nested_validation_problem(
-    exc: ValidationError, field: str, slug: str, model: type[BaseModel] | None = None
-) -> ProblemError:
-    """A 422 for a JSON value validated inside the body (`params`, a multipart `manifest`),
-    its errors located under `["body", field, ...]`; with the `model` it was validated as, an
-    unknown name is answered with the names allowed where it stands."""
-    errors = [
-        {"loc": ["body", field, *e["loc"]], "msg": _with_allowed_names(e, model), "type": e["type"]}
-        for e in exc.errors(include_url=False, include_context=False, include_input=False)
-    ]
-    detail = "; ".join(f"{field}.{'.'.join(map(str, e['loc'][2:]))}: {e['msg']}" for e in errors[:5])
-    return ProblemError(422, slug, detail, title="Request validation failed", errors=errors)
-
-
-def _with_allowed_names(error: Any, model: type[BaseModel] | None) -> str:
-    if error["type"] != "extra_forbidden" or model is None:
-        return error["msg"]
-    names = allowed_names(model, error["loc"][:-1])
-    return f"{error['msg']}: {error['loc'][-1]!r}; allowed: {', '.join(names)}" if names else error["msg"]
-
-
-def allowed_names(model: type[BaseModel], loc: Sequence[str | int]) -> list[str] | None:
-    """The field names of the object at `loc` inside `model` (a pydantic error location: field
-    names, list indexes, and the tag or class name of the union member tried), or None where
-    that object is not one known model."""
-    candidates: list[type[BaseModel]] = [model]
-    for part in loc:
-        if isinstance(part, int):
-            continue  # an item of a list: the item's models are already the candidates
-        members = [c for c in candidates if part == c.__name__ or part in _tags(c)]
-        if len(candidates) > 1 and members:
-            candidates = members
-            continue
-        candidates = [m for c in candidates if part in c.model_fields for m in _models_in(c.model_fields[part].annotation)]
-        if not candidates:
-            return None
-    if len(candidates) != 1:
-        return None
-    return [info.alias or name for name, info in candidates[0].model_fields.items()]
-
-
-def _tags(model: type[BaseModel]) -> set[Any]:
-    """The values of single-valued Literal fields: what a discriminated union names a member by."""
-    tags = set()
-    for info in model.model_fields.values():
-        if get_origin(info.annotation) is Literal and len(get_args(info.annotation)) == 1:
-            tags.add(get_args(info.annotation)[0])
-    return tags
-
-
-def _models_in(annotation: Any) -> list[type[BaseModel]]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    return [m for arg in get_args(annotation) for m in _models_in(arg)]
 
 
 def problem_response(
@@ -215,6 +153,10 @@ def _body_model(request: Request) -> type[BaseModel] | None:
 
 
 def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(InvalidRequest)
+    async def _invalid(_: Request, exc: InvalidRequest) -> JSONResponse:
+        return problem_response(422, exc.slug, exc.title, exc.detail, exc.errors or None)
+
     @app.exception_handler(ProblemError)
     async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
         return problem_response(exc.status, exc.slug, exc.title, exc.detail, exc.errors, exc.headers)
@@ -225,7 +167,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         body_model = _body_model(request)
         for error in errors:
             if error["loc"][:1] == ["body"]:
-                error["msg"] = _with_allowed_names({**error, "loc": error["loc"][1:]}, body_model)
+                error["msg"] = with_allowed_names({**error, "loc": error["loc"][1:]}, body_model)
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
         return problem_response(422, "validation-error", "Request validation failed", detail, errors)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import redis
 
-from service.model_catalog import BUILTIN_SCOPE, ModelCatalog
+from service.catalogs import BUILTIN_SCOPE, DatasetCatalog, ModelCatalog
 from service.settings import Settings
 
 
@@ -46,7 +46,7 @@ def check_readiness(
     connection: redis.Redis,
     live_workers: list[str],
     models: ModelCatalog,
-    datasets: ModelCatalog,
+    datasets: DatasetCatalog,
     settings: Settings,
     *,
     supervised: bool,

@@ -107,6 +107,13 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="Backoff before the second try; doubles with each try."
     )
     webhook_timeout_seconds: float = Field(default=5.0, gt=0, description="Time a receiver has to answer.")
+    actmax_max_size: int = Field(default=512, ge=8, description="Activation maximization: largest rendered image side, px.")
+    actmax_max_steps: int = Field(default=4096, ge=1, description="Activation maximization: most optimization steps.")
+    actmax_max_units: int = Field(default=64, ge=1, description="Activation maximization: most units in one job.")
+    actmax_max_images_per_unit: int = Field(default=16, ge=1, description="Activation maximization: most images per unit.")
+    actmax_max_images: int = Field(
+        default=128, ge=1, description="Activation maximization: most images in one job (units x images_per_unit)."
+    )
     plugins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated Python modules that add job kinds and models (see "

@@ -30,8 +30,13 @@ from worker.core.actmax import (
     render,
 )
 from worker.core.actmax.param import COLOR_CORRELATION_NORMALIZED, rfft2d_freqs
-from worker.core.actmax.transforms import Compose, Jitter, Pad, Rotate, Scale, standard
+from worker.core.actmax.transforms import Compose, Jitter, Pad, Rotate, Scale
 from worker.core.imaging import normalize
+
+
+def standard(size: int) -> Compose:
+    """Lucid's standard transforms as the job kind defines them, built by the core."""
+    return make_transforms(standard_transforms(size))
 
 
 def gen(seed: int = 0) -> torch.Generator:

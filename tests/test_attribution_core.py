@@ -21,7 +21,7 @@ from service.kinds.tabular_attribution import (
     check_tabular_attribution,
     row_problems,
 )
-from service.problems import ProblemError
+from service.validation import InvalidRequest
 from worker.core.attribution import METHODS, NeuronForward, OutputForward, explain
 from worker.core.attribution.charts import beeswarm_png, importance_png, waterfall_png
 from worker.core.attribution.kernel_shap import kernel_coalitions
@@ -124,7 +124,8 @@ def test_integrated_gradients_of_a_linear_model_is_x_minus_baseline_times_w_per_
         [np.stack([((x - b).double()[:, g] * w[g]).sum(dim=1).numpy() for g in GROUPS], axis=1) for b in background], axis=0
     )
     for method in ("integrated_gradients", "deeplift", "kernel_shap", "shapley"):
-        got = explain(forward, method, x, background, GROUPS).attributions
+        # kernel_shap with a budget above 2^M - 2 coalitions: all of them (the job kind's default here)
+        got = explain(forward, method, x, background, GROUPS, n_samples=2 ** len(GROUPS)).attributions
         np.testing.assert_allclose(got, mean_expected, atol=1e-5, err_msg=method)
     # input x gradient: the zero reference of the encoded space
     ixg = explain(forward, "input_x_gradient", x, baseline, GROUPS).attributions
@@ -232,13 +233,16 @@ def test_exact_shapley_is_refused_above_the_variable_limit():
     wide = [{"name": f"v{i}", "type": "numeric"} for i in range(MAX_EXACT_SHAPLEY_VARIABLES + 1)]
     groups = [[i] for i in range(len(wide))]
     forward = OutputForward(nn.Linear(len(wide), 1), 0)
-    with pytest.raises(ValueError, match="limit is 12 variables"):
-        explain(forward, "shapley", torch.zeros(1, len(wide)), torch.zeros(1, len(wide)), groups)
+    with pytest.raises(ValueError, match="limit is 12 variables"):  # the limit the job kind passes
+        explain(
+            forward, "shapley", torch.zeros(1, len(wide)), torch.zeros(1, len(wide)), groups,
+            max_variables=MAX_EXACT_SHAPLEY_VARIABLES,
+        )  # fmt: skip
     record = {"id": "wide", "kind": "tabular", "input": {"tabular": {"features": wide}}, "layers": None}
     params = TabularAttributionParams.model_validate({"rows": [{f"v{i}": 1 for i in range(13)}], "method": "shapley"})
-    with pytest.raises(ProblemError) as caught:
+    with pytest.raises(InvalidRequest) as caught:
         check_tabular_attribution(params, record)
-    assert caught.value.status == 422 and "13 variables" in caught.value.detail and "limit is 12" in caught.value.detail
+    assert caught.value.slug == "too-many-variables" and "13 variables" in caught.value.detail and "limit is 12" in caught.value.detail
 
 
 def test_sampling_methods_are_deterministic_for_a_seed():

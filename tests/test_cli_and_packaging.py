@@ -174,7 +174,7 @@ def test_help_lists_every_subcommand():
 
 
 def test_time_sortable_ids_are_unique_under_rapid_creation():
-    from service.jobs import new_job_id
+    from service.jobstore import new_job_id
 
     ids = [new_job_id() for _ in range(5000)]
     assert len(set(ids)) == len(ids)

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from service.model_catalog import ModelCatalog
+from service.catalogs import ModelCatalog
 from tests.conftest import ALICE, BOB, TEST_MODEL, wait_until
 from tests.plugins.lifecycle_tasks import artifact_payload
 
@@ -393,7 +393,7 @@ def test_kinds_are_listed_with_their_params_schema(stack):
 
 def test_changes_made_through_another_api_replica_are_seen_at_once(make_stack):
     """The API caches job records; the job event channels keep that cache coherent."""
-    from service.jobs import JobStore
+    from service.jobstore import JobStore
 
     stack = make_stack(workers=0)
     ModelCatalog(stack.redis, stack.settings).put("builtin", TEST_MODEL, {"id": TEST_MODEL})

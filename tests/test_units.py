@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from service.jobs import decode_page_token, encode_page_token, new_job_id
+from service.jobstore import decode_page_token, encode_page_token, new_job_id
 from service.settings import Settings
 from worker.device import is_unrecoverable_device_error
 

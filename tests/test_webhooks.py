@@ -123,7 +123,7 @@ def test_a_slow_receiver_never_holds_up_the_worker(make_stack, receiver):
 
 
 def test_internal_addresses_and_unconfigured_webhooks_are_refused(make_stack, receiver):
-    from service.model_catalog import ModelCatalog
+    from service.catalogs import ModelCatalog
 
     def without_worker(**settings):
         stack = make_stack(workers=0, **settings)

@@ -115,7 +115,7 @@ def test_redis_down_gives_503_with_retry_after_and_the_service_recovers_by_itsel
 
 def test_a_job_admitted_but_never_handed_to_rq_is_enqueued_again(make_stack):
     """A crash between admission and the RQ push must not lose the job."""
-    from service.jobs import JobStore
+    from service.jobstore import JobStore
 
     stack = make_stack(workers=1)
     crashed = JobStore(stack.redis, stack.settings)

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.jobs import ArtifactBlob, JobStore
+from service.jobstore import ArtifactBlob, JobRuns
 
 __all__ = [
     "ArtifactBlob",
@@ -61,7 +61,7 @@ class JobContext:
         tenant: str,
         model: str,
         worker: str,
-        store: JobStore,
+        runs: JobRuns,
         deadline: float,
         device: str,
         shutting_down: threading.Event,
@@ -78,7 +78,7 @@ class JobContext:
         self.datasets = datasets
         self.device = device
         self._worker = worker
-        self._store = store
+        self._runs = runs
         self._deadline = deadline
         self._shutting_down = shutting_down
         self._interval = progress_interval
@@ -91,7 +91,7 @@ class JobContext:
         if not force and now - self._last_sync < self._interval:
             return
         self._last_sync = now
-        if self._store.report_progress(self.job_id, self._worker, fraction, message):
+        if self._runs.report_progress(self.job_id, self._worker, fraction, message):
             raise JobCanceled()
 
     def check(self) -> None:
@@ -101,7 +101,7 @@ class JobContext:
         if now - self._last_sync < self._interval:
             return
         self._last_sync = now
-        if self._store.cancel_requested(self.job_id, self._worker):
+        if self._runs.cancel_requested(self.job_id, self._worker):
             raise JobCanceled()
 
     def _check_local(self) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from service.blobs import BlobStore
-from service.model_catalog import ModelCatalog
+from service.catalogs import DatasetCatalog
 from worker.context import JobFailed
 from worker.models import shapes
 from worker.models.builtin import DATA
@@ -32,7 +32,7 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
 
 
 class DatasetLoader:
-    def __init__(self, catalog: ModelCatalog, blobs: BlobStore):
+    def __init__(self, catalog: DatasetCatalog, blobs: BlobStore):
         self.catalog = catalog
         self.blobs = blobs
 

@@ -15,13 +15,13 @@ import redis
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
-from service.app import redis_options
 from service.blobs import BlobStore
+from service.catalogs import BUILTIN_SCOPE, DatasetCatalog, ModelCatalog
 from service.catalogspec import ModelInfo
-from service.jobs import JobStore
-from service.model_catalog import BUILTIN_SCOPE, ModelCatalog
+from service.jobstore import JobRuns, JobStore, Reaper
 from service.plugins import load_plugins
 from service.readiness import mark_builtins_registered
+from service.redis_connection import redis_options
 from service.settings import Settings
 from worker.datasets import DatasetLoader
 from worker.device import resolve_device
@@ -66,14 +66,14 @@ class Heartbeat(threading.Thread):
 
     def run(self) -> None:
         settings = self.runtime.settings
+        reaper = Reaper(self.runtime.runs, owner=self.runtime.name)
         next_reap = time.monotonic() + settings.reaper_interval_seconds
         while not self.stopped.is_set():
             try:
-                self.runtime.store.heartbeat(self.runtime.name)
+                self.runtime.runs.heartbeat(self.runtime.name)
                 if time.monotonic() >= next_reap:
                     next_reap = time.monotonic() + settings.reaper_interval_seconds
-                    self.runtime.store.reap()
-                    self.runtime.store.repair_admissions()
+                    reaper.reap_if_elected()
             except redis.RedisError as exc:
                 log.warning("heartbeat: redis unavailable: %s", exc)
             except Exception:
@@ -84,7 +84,7 @@ class Heartbeat(threading.Thread):
 def register_builtins(
     settings: Settings,
     models: ModelLoader,
-    datasets: ModelCatalog,
+    datasets: DatasetCatalog,
     plugin_models: list[dict],
     cache_dir: Path | None = None,
 ) -> None:
@@ -141,12 +141,14 @@ def run_worker(settings: Settings) -> int:
     plugins = load_plugins(settings)
     device = resolve_device(settings.device)
     catalog = ModelCatalog(connection, settings)
-    dataset_catalog = ModelCatalog(connection, settings, collection="datasets")
+    dataset_catalog = DatasetCatalog(connection, settings)
     blobs = BlobStore(connection, settings)
+    store = JobStore(connection, settings)
     runtime = WorkerRuntime(
         name=worker_name(),
         settings=settings,
-        store=JobStore(connection, settings),
+        store=store,
+        runs=JobRuns(store),
         kinds=plugins.kinds,
         device=device,
         models=ModelLoader(catalog, blobs, ModelCache(settings.model_cache_bytes), device),
@@ -178,6 +180,6 @@ def run_worker(settings: Settings) -> int:
     finally:
         heartbeat.stopped.set()
         try:
-            runtime.store.forget_worker(runtime.name)
+            runtime.runs.forget_worker(runtime.name)
         except redis.RedisError:
             pass

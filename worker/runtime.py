@@ -14,8 +14,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.jobs import JobStore
 from service.jobspec import JobKind
+from service.jobstore import JobRuns, JobStore
 from service.settings import Settings
 
 
@@ -24,6 +24,7 @@ class WorkerRuntime:
     name: str
     settings: Settings
     store: JobStore
+    runs: JobRuns
     kinds: dict[str, JobKind]
     device: str
     models: Any = None  # worker.models.loader.ModelLoader

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
 import redis
 from rq.timeouts import JobTimeoutException
 
-from service.jobs import OwnershipLost
 from service.jobspec import JobError, JobStatus
+from service.jobstore import OwnershipLost
+from service.kinds.plan import validate_params
+from service.validation import InvalidRequest
 from worker.context import JobCanceled, JobContext, JobFailed, JobTimedOut, WorkerShuttingDown
 from worker.device import is_unrecoverable_device_error
 from worker.runtime import current_runtime
@@ -37,17 +38,7 @@ def _requeue_when_redis_returns(runtime, job_id: str) -> None:
     deadline = time.monotonic() + REDIS_OUTAGE_PATIENCE_SECONDS
     while time.monotonic() < deadline:
         try:
-            record = runtime.store.record(job_id)
-            if record is None or record.get("status") != JobStatus.running or record.get("worker") != runtime.name:
-                return
-            runtime.store.finish(
-                job_id,
-                runtime.name,
-                JobStatus.failed,
-                error=JobError(type="worker-lost", title="Job storage was unavailable"),
-                max_attempts=int(record.get("attempts") or 1) + 1,
-                refund_attempt=True,
-            )
+            runtime.runs.requeue(job_id, runtime.name, "job storage was unavailable", refund_attempt=True)
             return
         except redis.RedisError:
             time.sleep(1.0)
@@ -56,23 +47,22 @@ def _requeue_when_redis_returns(runtime, job_id: str) -> None:
 
 def _run_job(job_id: str) -> None:
     runtime = current_runtime()
-    store = runtime.store
-    record = store.start(job_id, runtime.name)
+    runs = runtime.runs
+    record = runs.start(job_id, runtime.name)
     if record is None:
         log.info("job %s is no longer queued; skipped", job_id)
         return
-    attempts = int(record.get("attempts") or 1)
 
     def fail(type: str, title: str, detail: str = "") -> None:
-        store.finish(job_id, runtime.name, JobStatus.failed, error=JobError(type=type, title=title, detail=detail))
+        runs.finish(job_id, runtime.name, JobStatus.failed, error=JobError(type=type, title=title, detail=detail))
 
     ctx = JobContext(
         job_id=job_id,
-        tenant=record["tenant"],
-        model=record["model"],
+        tenant=record.tenant,
+        model=record.model,
         worker=runtime.name,
-        store=store,
-        deadline=float(record["started_at"]) + int(record["timeout_seconds"]),
+        runs=runs,
+        deadline=(record.started_at or time.time()) + record.timeout_seconds,
         device=runtime.device,
         shutting_down=runtime.shutting_down,
         progress_interval=runtime.settings.progress_interval_seconds,
@@ -81,33 +71,27 @@ def _run_job(job_id: str) -> None:
     )
     started = time.perf_counter()
     try:
-        kind = runtime.kinds.get(record["kind"])
+        kind = runtime.kinds.get(record.kind)
         if kind is None:
-            raise JobFailed("invalid-params", "This worker does not run this job kind", record["kind"])
-        params = kind.params_model.model_validate(json.loads(record["params"]))
+            raise JobFailed("invalid-params", "This worker does not run this job kind", record.kind)
+        params = validate_params(kind, record.params, runtime.settings)
         output = runtime.handler(kind)(ctx, params)
-        outcome = store.finish(
-            job_id, runtime.name, JobStatus.succeeded, summary=output.summary, artifacts=output.artifacts
-        )
+        outcome = runs.finish(job_id, runtime.name, JobStatus.succeeded, summary=output.summary, artifacts=output.artifacts)
         log.info("job %s %s in %.3f s", job_id, outcome, time.perf_counter() - started)
     except OwnershipLost:
         log.warning("job %s was taken from this worker (reaped or deleted); its result is dropped", job_id)
     except JobCanceled:
-        store.finish(job_id, runtime.name, JobStatus.canceled)
+        runs.finish(job_id, runtime.name, JobStatus.canceled)
     except (JobTimedOut, JobTimeoutException):
-        fail("timeout", "The job ran past its time limit", f"limit {record['timeout_seconds']} s")
+        fail("timeout", "The job ran past its time limit", f"limit {record.timeout_seconds} s")
     except WorkerShuttingDown:
         # Back to the queue for another worker; this try does not count against the job.
-        store.finish(
-            job_id,
-            runtime.name,
-            JobStatus.failed,
-            error=JobError(type="worker-lost", title="The worker shut down"),
-            max_attempts=attempts + 1,
-            refund_attempt=True,
-        )
+        runs.requeue(job_id, runtime.name, "the worker shut down", refund_attempt=True)
     except JobFailed as exc:
         fail(exc.type, exc.title, exc.detail)
+    except InvalidRequest as exc:
+        # A check of the job kind's plan that only the loaded model could answer.
+        fail("invalid-params", exc.title, exc.detail)
     except redis.RedisError:
         raise  # handled by run_job: the job goes back to the queue once Redis returns
     except Exception as exc:

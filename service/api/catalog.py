@@ -16,11 +16,12 @@ from service.api.operation_ids import camel_case_operation_id
 from service.auth import Tenant
 from service.blobs import BlobStore
 from service.builtin_kinds import MODEL_INSPECTION
+from service.catalogs import BUILTIN_SCOPE, ModelCatalog
 from service.catalogspec import DatasetInfo, ModelInfo, ModelManifest, ModelSummary
-from service.model_catalog import BUILTIN_SCOPE, ModelCatalog
 from service.model_refs import TORCHVISION_PREFIX
-from service.problems import ProblemError, invalid, nested_validation_problem
+from service.problems import ProblemError
 from service.uploads import MAX_SKIPPED_LISTED, UploadRejected, check_csv, check_image_zip, check_model_file
+from service.validation import invalid, nested_validation_error
 
 router = APIRouter(prefix="/v1", generate_unique_id_function=camel_case_operation_id)
 
@@ -100,7 +101,7 @@ def upload_model(
     except RecursionError as exc:
         raise invalid(["body", "manifest"], "nested too deeply to be a manifest") from exc
     except ValidationError as exc:
-        raise nested_validation_problem(exc, "manifest", "invalid-manifest", ModelManifest) from exc
+        raise nested_validation_error(exc, "manifest", "invalid-manifest", ModelManifest) from exc
     if parsed.architecture is not None:
         known = parsed.architecture in BUILTIN_ARCHITECTURES or (
             parsed.architecture.startswith(TORCHVISION_PREFIX) and models.get(BUILTIN_SCOPE, parsed.architecture)

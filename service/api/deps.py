@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from service.jobs import JobStore
+from service.catalogs import DatasetCatalog, ModelCatalog
 from service.jobspec import JobKind
-from service.model_catalog import ModelCatalog
+from service.jobstore import JobStore
 from service.problems import PROBLEM_CONTENT_TYPE, Problem
 
 _PROBLEM_DESCRIPTIONS = {
@@ -38,7 +38,7 @@ async def get_catalog(request: Request) -> ModelCatalog:
     return request.app.state.catalog
 
 
-async def get_datasets(request: Request) -> ModelCatalog:
+async def get_datasets(request: Request) -> DatasetCatalog:
     return request.app.state.datasets
 
 
@@ -48,5 +48,5 @@ async def get_kinds(request: Request) -> dict[str, JobKind]:
 
 Store = Annotated[JobStore, Depends(get_store)]
 Catalog = Annotated[ModelCatalog, Depends(get_catalog)]
-Datasets = Annotated[ModelCatalog, Depends(get_datasets)]
+Datasets = Annotated[DatasetCatalog, Depends(get_datasets)]
 Kinds = Annotated[dict[str, JobKind], Depends(get_kinds)]

@@ -176,7 +176,3 @@ class JobRuns:
 
     def forget_worker(self, worker: str) -> None:
         self.redis.zrem(self.keys.workers, worker)
-
-    def live_workers(self) -> list[str]:
-        since = time.time() - self.settings.worker_lost_after_seconds
-        return [_text(w) for w in self.redis.zrangebyscore(self.keys.workers, since, "+inf")]

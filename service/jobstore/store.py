@@ -22,6 +22,7 @@ from service.jobspec import Job, JobStatus
 from service.jobstore import scripts
 from service.jobstore.ids import encode_page_token, new_job_id
 from service.jobstore.record import JobRecord, _text
+from service.jobstore.stats import job_stats
 from service.keys import Keys
 from service.settings import Settings
 from service.webhooks import WebhookOutbox
@@ -121,6 +122,14 @@ class JobStore:
         # Whether anything follows is only known by looking; an extra empty page is avoided.
         more = self.redis.zrevrangebylex(index, f"({last_seen}", "-", start=0, num=1)
         return found, encode_page_token(last_seen) if more else None
+
+    def live_workers(self) -> list[str]:
+        since = time.time() - self.settings.worker_lost_after_seconds
+        return [_text(w) for w in self.redis.zrangebyscore(self.keys.workers, since, "+inf")]
+
+    def stats(self) -> dict[str, Any]:
+        """Deployment-wide counts for /metrics (see stats.py)."""
+        return job_stats(self.redis, self.keys, self.queue.key, self.settings.worker_lost_after_seconds)
 
     # ---- client transitions -----------------------------------------------------------
 

@@ -25,29 +25,23 @@ loaded (a torchvision model's layers are only known after a job has loaded it).
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from service.jobspec import DatasetUse, JobKind
 from service.kinds.cost import Estimate, Rates, estimate, input_pixels, network
 from service.layers import MAX_CHOICES_LISTED, check_position, check_units, find_layer
-from service.problems import invalid
+from service.validation import invalid
 
-
-def _limit(name: str, default: int) -> int:
-    """A limit from `GLASSBOX_ACTMAX_<NAME>` (the API and the worker read the same variable)."""
-    value = os.environ.get(f"GLASSBOX_ACTMAX_{name}")
-    return int(value) if value and value.strip().isdigit() else default
-
-
-# The configured limits: a request beyond one is a 422 that names it.
-MAX_SIZE = _limit("MAX_SIZE", 512)  # rendered image side, px
-MAX_STEPS = _limit("MAX_STEPS", 4096)  # optimization steps
-MAX_UNITS = _limit("MAX_UNITS", 64)  # units rendered in one job
-MAX_IMAGES_PER_UNIT = _limit("MAX_IMAGES_PER_UNIT", 16)
-MAX_IMAGES = _limit("MAX_IMAGES", 128)  # units x images_per_unit: the optimization's batch
+# The limits' defaults. A deployment sets its own in Settings (GLASSBOX_ACTMAX_MAX_SIZE, ...): the
+# API validates params with the settings in pydantic's validation context (see `limits`), and a
+# worker re-validates with its own, so both read the same configuration.
+MAX_SIZE = 512  # rendered image side, px
+MAX_STEPS = 4096  # optimization steps
+MAX_UNITS = 64  # units rendered in one job
+MAX_IMAGES_PER_UNIT = 16
+MAX_IMAGES = 128  # units x images_per_unit: the optimization's batch
 MAX_THRESHOLDS = 32  # snapshot steps
 
 DEFAULT_SIZE = 128
@@ -57,6 +51,14 @@ DEFAULT_SOFTMAX_WEIGHT = 6.0
 DEFAULT_SOFTMAX_START = 0.5
 
 CONTAINER_TYPES = frozenset({"Sequential", "ModuleList", "ModuleDict"})
+
+
+def limit(info: ValidationInfo, name: str) -> int:
+    """A limit from the Settings in the validation context (`{"settings": ...}`), else its default."""
+    settings = (info.context or {}).get("settings") if info is not None else None
+    if settings is not None:
+        return int(getattr(settings, f"actmax_{name.lower()}"))
+    return int(globals()[name])
 
 
 def _limit_error(field: str, value: int, limit: int, env: str) -> ValueError:
@@ -110,9 +112,9 @@ class ObjectiveSpec(BaseModel):
 
     @field_validator("units")
     @classmethod
-    def _units_limit(cls, units: list[int | str]) -> list[int | str]:
-        if len(units) > MAX_UNITS:
-            raise _limit_error("the number of units", len(units), MAX_UNITS, "MAX_UNITS")
+    def _units_limit(cls, units: list[int | str], info: ValidationInfo) -> list[int | str]:
+        if len(units) > (most := limit(info, "MAX_UNITS")):
+            raise _limit_error("the number of units", len(units), most, "MAX_UNITS")
         return units
 
     @model_validator(mode="after")
@@ -268,23 +270,23 @@ class ActivationMaximizationParams(BaseModel):
 
     @field_validator("size")
     @classmethod
-    def _size_limit(cls, size: int) -> int:
-        if size > MAX_SIZE:
-            raise _limit_error("size", size, MAX_SIZE, "MAX_SIZE")
+    def _size_limit(cls, size: int, info: ValidationInfo) -> int:
+        if size > (most := limit(info, "MAX_SIZE")):
+            raise _limit_error("size", size, most, "MAX_SIZE")
         return size
 
     @field_validator("steps")
     @classmethod
-    def _steps_limit(cls, steps: int) -> int:
-        if steps > MAX_STEPS:
-            raise _limit_error("steps", steps, MAX_STEPS, "MAX_STEPS")
+    def _steps_limit(cls, steps: int, info: ValidationInfo) -> int:
+        if steps > (most := limit(info, "MAX_STEPS")):
+            raise _limit_error("steps", steps, most, "MAX_STEPS")
         return steps
 
     @field_validator("images_per_unit")
     @classmethod
-    def _per_unit_limit(cls, count: int) -> int:
-        if count > MAX_IMAGES_PER_UNIT:
-            raise _limit_error("images_per_unit", count, MAX_IMAGES_PER_UNIT, "MAX_IMAGES_PER_UNIT")
+    def _per_unit_limit(cls, count: int, info: ValidationInfo) -> int:
+        if count > (most := limit(info, "MAX_IMAGES_PER_UNIT")):
+            raise _limit_error("images_per_unit", count, most, "MAX_IMAGES_PER_UNIT")
         return count
 
     @field_validator("transforms", mode="before")
@@ -295,11 +297,11 @@ class ActivationMaximizationParams(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _totals(self) -> ActivationMaximizationParams:
+    def _totals(self, info: ValidationInfo) -> ActivationMaximizationParams:
         units = max(1, len(self.objective.units))
         total = units * self.images_per_unit
-        if total > MAX_IMAGES:
-            raise _limit_error("units x images_per_unit", total, MAX_IMAGES, "MAX_IMAGES")
+        if total > (most := limit(info, "MAX_IMAGES")):
+            raise _limit_error("units x images_per_unit", total, most, "MAX_IMAGES")
         if len(self.thresholds) > MAX_THRESHOLDS:
             raise ValueError(f"at most {MAX_THRESHOLDS} thresholds")
         for step in self.thresholds:
@@ -351,7 +353,7 @@ def _class_units(units: list[int | str], record: dict[str, Any], loc: list[str |
 
 def resolve_objective(params: ActivationMaximizationParams, record: dict[str, Any]) -> dict[str, Any] | None:
     """The objective with its layer, integer units and position checked against `record`:
-    {"type", "layer", "units", "position", "vector", "layer_shape"}. Raises a 422 ProblemError;
+    {"type", "layer", "units", "position", "vector", "layer_shape"}. Raises InvalidRequest;
     None when the model's layers are not recorded yet (the worker resolves after loading)."""
     base = ["body", "params", "objective"]
     if record.get("kind") not in (None, "image"):

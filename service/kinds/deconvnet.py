@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from service.jobspec import DatasetUse, JobKind
 from service.kinds.cost import Estimate, Rates, estimate, input_pixels, network
 from service.layers import check_position, check_units, find_layer
-from service.problems import invalid
 from service.uploads import UploadRejected, check_image_header
+from service.validation import invalid
 
 MAX_INLINE_IMAGES = 64
 MAX_INLINE_IMAGE_BYTES = 4 * 1024 * 1024

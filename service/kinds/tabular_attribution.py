@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from service.jobspec import DatasetUse, JobKind
 from service.kinds.cost import Estimate, Rates, estimate, network
 from service.layers import find_layer
-from service.problems import ProblemError, invalid
 from service.tabular_cells import cell_problem, listed_categories, table_problems
+from service.validation import InvalidRequest, invalid
 
 # ----------------------------------------------------------------------------------- limits
 
@@ -188,7 +188,7 @@ def row_problems(
     return problems
 
 
-def rows_problem(loc: list[str | int], problems: list[tuple[int, str | None, str]], what: str) -> ProblemError:
+def rows_problem(loc: list[str | int], problems: list[tuple[int, str | None, str]], what: str) -> InvalidRequest:
     errors = [
         {"loc": [*loc, row, *( [column] if column is not None else [])], "msg": msg, "type": "invalid-row"}
         for row, column, msg in problems[:MAX_ERRORS_LISTED]
@@ -197,7 +197,7 @@ def rows_problem(loc: list[str | int], problems: list[tuple[int, str | None, str
     detail = f"{what} cannot be encoded with the model's feature manifest: " + "; ".join(
         msg for _, _, msg in problems[:5]
     ) + (f"; ... {len(problems)} problems in all" if len(problems) > 5 else "") + more
-    return ProblemError(422, "invalid-rows", detail, title="Request validation failed", errors=errors)
+    return InvalidRequest("invalid-rows", detail, errors)
 
 
 # ----------------------------------------------------------------------------------- cost
@@ -279,9 +279,7 @@ def check_tabular_attribution(params: TabularAttributionParams, record: dict[str
         problems = [(0, c, m.replace("row 0, ", "baseline row, ", 1)) for _, c, m in row_problems([params.baseline.row], features)]
         if problems:
             errors = [{"loc": ["body", "params", "baseline", "row", c], "msg": m, "type": "invalid-row"} for _, c, m in problems]
-            raise ProblemError(
-                422, "invalid-rows", "; ".join(m for _, _, m in problems), title="Request validation failed", errors=errors
-            )
+            raise InvalidRequest("invalid-rows", "; ".join(m for _, _, m in problems), errors)
     _check_target(params, record)
     rows = len(params.rows) if params.rows is not None else len(params.indices or []) or params.sample
     if rows is not None:

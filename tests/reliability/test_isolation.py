@@ -37,7 +37,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from service.jobs import encode_page_token, new_job_id
+from service.jobstore import encode_page_token, new_job_id
 from service.settings import Settings
 from tests.conftest import ALICE, BOB, TEST_MODEL, Stack, wait_until
 from tests.test_jobs_api import PROBLEM

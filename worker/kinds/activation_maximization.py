@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from service.kinds.activation_maximization import ActivationMaximizationParams, resolve_objective
-from service.problems import ProblemError
+from service.validation import InvalidRequest
 from worker.context import ArtifactBlob, JobContext, JobFailed, JobOutput
 from worker.core.actmax import (
     Compose,
@@ -57,7 +57,7 @@ def _num(value: float | None, digits: int = 6) -> float | None:
 def _resolve(params: ActivationMaximizationParams, record: dict[str, Any]) -> dict[str, Any]:
     try:
         resolved = resolve_objective(params, record)
-    except ProblemError as exc:
+    except InvalidRequest as exc:
         raise JobFailed("invalid-params", "Invalid objective", exc.detail) from exc
     if resolved is None:
         raise JobFailed("model-invalid", "The model's layers are unknown", "inspection recorded no layers")

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import torch
 
-from service.kinds.deconvnet import DeconvnetParams
+from service.kinds.deconvnet import DEFAULT_TOP_CHANNELS, DeconvnetParams, check_deconvnet
 from worker.context import ArtifactBlob, JobContext, JobFailed, JobOutput
 from worker.core.deconvnet import (
     ChannelChoice,
@@ -25,7 +25,6 @@ from worker.core.imaging import denormalize, enlarge, png_bytes, prepare_images
 from worker.core.probe import capture_activation
 from worker.datasets import decode_image
 
-DEFAULT_TOP_CHANNELS = 8
 DISPLAY_PERCENTILE = 99.5
 DISPLAY = (
     f"each projection is shown as 0.5 + 0.5 * p / s, clipped to [0, 1], where s is the {DISPLAY_PERCENTILE}th "
@@ -44,14 +43,10 @@ def run(ctx: JobContext, params: DeconvnetParams) -> JobOutput:
     ctx.progress(0.0, "loading the model and images", force=True)
     loaded, _, _ = ctx.models.load(ctx.tenant, ctx.model)
     model, record = loaded.module, loaded.record
-    if "image" not in (record.get("input") or {}):
-        raise JobFailed("invalid-params", "deconvnet needs an image model", f"{ctx.model} is not one")
-    layer = next((entry for entry in record["layers"] if entry["name"] == params.layer), None)
-    if layer is None:
-        names = ", ".join(entry["name"] for entry in record["layers"])
-        raise JobFailed("invalid-params", f"Unknown layer {params.layer!r}", f"valid layers: {names}")
-    if params.channels and max(params.channels) >= layer["units"]:
-        raise JobFailed("invalid-params", "Channel out of range", f"layer {params.layer} has {layer['units']} channels")
+    if not record.get("layers"):
+        raise JobFailed("model-invalid", "The model's layers are unknown", "inspection recorded no layers")
+    check_deconvnet(params, record)  # the submit-time check, now with the record as loaded
+    layer = next(entry for entry in record["layers"] if entry["name"] == params.layer)
 
     if params.dataset is not None:
         image_set = ctx.datasets.images(ctx.tenant, params.dataset)

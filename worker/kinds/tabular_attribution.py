@@ -33,9 +33,9 @@ from service.kinds.tabular_attribution import (
     OutputTarget,
     RowBaseline,
     TabularAttributionParams,
+    check_tabular_attribution,
     estimated_evaluations,
     evaluation_limit_message,
-    exact_shapley_message,
     resolved_n_samples,
     row_problems,
     tabular_features,
@@ -59,13 +59,10 @@ def run(ctx: JobContext, params: TabularAttributionParams) -> JobOutput:
     ctx.progress(0.01, "loading the model", force=True)
     loaded, cache_hit, load_seconds = ctx.models.load(ctx.tenant, ctx.model)
     model, record = loaded.module, loaded.record
+    check_tabular_attribution(params, record)  # the submit-time check, now with the record as loaded
     features = tabular_features(record)
-    if features is None or record.get("kind") != "tabular":
-        raise JobFailed("invalid-params", "Not a tabular model", f"{ctx.model!r} has no tabular feature manifest")
     variables = [f["name"] for f in features]
     groups = list(variable_groups(features).values())
-    if params.method == "shapley" and len(variables) > MAX_EXACT_SHAPLEY_VARIABLES:
-        raise JobFailed("invalid-params", "Too many variables for exact Shapley values", exact_shapley_message(len(variables), ctx.model))
     device = torch.device(ctx.device)
     warnings: list[str] = []
 
@@ -103,7 +100,10 @@ def run(ctx: JobContext, params: TabularAttributionParams) -> JobOutput:
     attributed = time.perf_counter()
     explanation = explain(
         forward, params.method, x, baselines, groups,
-        n_steps=params.n_steps, n_samples=n_samples, seed=params.seed,
+        n_steps=params.n_steps, n_samples=n_samples, seed=params.seed, max_variables=MAX_EXACT_SHAPLEY_VARIABLES,
+        work_per_row=estimated_evaluations(
+            params.method, 1, baselines.shape[0], len(variables), params.n_steps, params.n_samples
+        ),
         progress=lambda fraction: ctx.progress(0.08 + 0.72 * fraction, f"{params.method}: {fraction:.0%} of the rows"),
     )  # fmt: skip
     attribution_seconds = time.perf_counter() - attributed

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from service.blobs import BlobStore
+from service.catalogs import ModelCatalog
 from service.catalogspec import ModelInfo
-from service.model_catalog import ModelCatalog
 from service.model_refs import ModelRef, ModelRefError, parse_model_ref
 from worker.context import JobFailed
 from worker.core.batching import (

@@ -202,10 +202,3 @@ def make_transforms(specs: Sequence[dict[str, Any]]) -> Compose:
         else:
             raise ValueError(f"unknown transform {kind!r}")
     return Compose(out)
-
-
-def standard(size: int = 128) -> Compose:
-    """Lucid's standard transforms, as the job kind defines them (one definition)."""
-    from service.kinds.activation_maximization import standard_transforms
-
-    return make_transforms(standard_transforms(size))

@@ -64,12 +64,17 @@ def explain(
     n_samples: int | None = None,
     seed: int = 0,
     progress: Progress = None,
+    work_per_row: int | None = None,
+    max_variables: int | None = None,
 ) -> Explanation:
-    """Run `method` and add the outputs, the reference output and the completeness residual."""
-    algorithm = METHODS[method](forward)
+    """Run `method` and add the outputs, the reference output and the completeness residual.
+    `max_variables` bounds exact Shapley's enumeration; `work_per_row` paces progress (see
+    Attribution.attribute)."""
+    algorithm = ExactShapley(forward, max_variables=max_variables) if method == "shapley" else METHODS[method](forward)
     phi = algorithm.attribute(
-        inputs, baselines, groups, n_steps=n_steps, n_samples=n_samples, seed=seed, progress=progress
-    ).numpy()
+        inputs, baselines, groups, n_steps=n_steps, n_samples=n_samples, seed=seed, progress=progress,
+        work_per_row=work_per_row,
+    ).numpy()  # fmt: skip
     outputs = evaluate(forward, inputs).double().cpu().numpy()
     reference = float(evaluate(forward, baselines.to(inputs.device, inputs.dtype)).double().mean())
     baseline_outputs = np.full_like(outputs, reference)

@@ -133,18 +133,18 @@ class Attribution:
     # forward batch on a CPU (see CPU_BATCH); methods with much per-call overhead ask for more
     cpu_batch = CPU_BATCH
 
+    # Sampling methods: `n_samples` must be given (the job kind resolves its default; the core
+    # keeps no second copy of it).
+    needs_n_samples = False
+
     def __init__(self, forward: nn.Module, *, batch: int | None = None):
         self.forward = forward
         self.fixed_batch = batch
         self.batch = batch or EVAL_BATCH
 
-    def evaluations_per_row(self, background: int, variables: int, n_steps: int, n_samples: int | None) -> int:
-        """Model rows evaluated per explained row (the work)."""
-        return background
-
     def batch_per_row(self, background: int, variables: int, n_steps: int, n_samples: int | None) -> int:
         """Model rows held in one forward batch per explained row (the memory)."""
-        return self.evaluations_per_row(background, variables, n_steps, n_samples)
+        return background
 
     def attribute(
         self,
@@ -156,7 +156,13 @@ class Attribution:
         n_samples: int | None = None,
         seed: int = 0,
         progress: Progress = None,
+        work_per_row: int | None = None,
     ) -> torch.Tensor:
+        """`work_per_row`: model rows evaluated per explained row, as the job kind's cost model
+        counts them (service/kinds/tabular_attribution.py): it sets how many rows a chunk (one
+        progress step) holds; without it, the rows one forward batch holds."""
+        if self.needs_n_samples and not n_samples:
+            raise ValueError(f"{self.name} needs n_samples (the number of samples to draw)")
         if inputs.ndim != 2 or baselines.ndim != 2 or inputs.shape[1] != baselines.shape[1]:
             raise ValueError(f"inputs [N, D] and baselines [B, D] expected, got {tuple(inputs.shape)} and {tuple(baselines.shape)}")
         groups = [list(columns) for columns in groups]
@@ -165,8 +171,8 @@ class Attribution:
         count = inputs.shape[0]
         self.batch = self.fixed_batch or forward_batch(inputs.device, self.cpu_batch)
         shape = (baselines.shape[0], len(groups), n_steps, n_samples)
-        work = max(1, self.evaluations_per_row(*shape))
         memory = max(1, self.batch_per_row(*shape))
+        work = max(1, work_per_row or memory)
         chunk = max(1, min(self.batch // memory, max(WORK_PER_CHUNK, self.batch) // work))
         results = []
         with seeded(seed, inputs.device):

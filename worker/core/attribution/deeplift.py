@@ -16,7 +16,7 @@ class DeepLift(Attribution):
     name = "deeplift"
     complete = True  # summation-to-delta, for the nonlinearities DeepLift knows (nn.ReLU, ...)
 
-    def evaluations_per_row(self, background: int, variables: int, n_steps: int, n_samples: int | None) -> int:
+    def batch_per_row(self, background: int, variables: int, n_steps: int, n_samples: int | None) -> int:
         return 2 * background
 
     def attribute_chunk(self, inputs: torch.Tensor, baselines: torch.Tensor, groups: Groups, state: Any) -> torch.Tensor:

@@ -16,9 +16,6 @@ class FeatureAblation(Attribution):
 
     cpu_batch = 16_384
 
-    def evaluations_per_row(self, background: int, variables: int, n_steps: int, n_samples: int | None) -> int:
-        return background * (variables + 1)
-
     def batch_per_row(self, background: int, variables: int, n_steps: int, n_samples: int | None) -> int:
         return background * variables
 

@@ -8,18 +8,18 @@ from typing import Any
 import torch
 from captum.attr import GradientShap as CaptumGradientShap
 
-from service.kinds.tabular_attribution import DEFAULT_GRADIENT_SHAP_SAMPLES
 from worker.core.attribution.base import Attribution, Groups, captum_gradient_method, group_sum
 
 
 class GradientShap(Attribution):
     name = "gradient_shap"
     complete = True
+    needs_n_samples = True
 
-    def evaluations_per_row(self, background: int, variables: int, n_steps: int, n_samples: int | None) -> int:
-        return n_samples or DEFAULT_GRADIENT_SHAP_SAMPLES
+    def batch_per_row(self, background: int, variables: int, n_steps: int, n_samples: int | None) -> int:
+        return n_samples or 1
 
     def attribute_chunk(self, inputs: torch.Tensor, baselines: torch.Tensor, groups: Groups, state: Any) -> torch.Tensor:
-        samples = state["n_samples"] or DEFAULT_GRADIENT_SHAP_SAMPLES
+        samples = state["n_samples"]
         columns = captum_gradient_method(CaptumGradientShap, self.forward).attribute(inputs, baselines=baselines, n_samples=samples, stdevs=0.0)
         return group_sum(columns.detach(), groups)

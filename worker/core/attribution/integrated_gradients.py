@@ -17,9 +17,6 @@ class IntegratedGradients(Attribution):
     # output difference on 99.7 % of rows (the trapezoid rule needs twice the steps).
     integration = "gausslegendre"
 
-    def evaluations_per_row(self, background: int, variables: int, n_steps: int, n_samples: int | None) -> int:
-        return background * n_steps
-
     def batch_per_row(self, background: int, variables: int, n_steps: int, n_samples: int | None) -> int:
         return background  # the steps are batched by Captum's internal_batch_size
 

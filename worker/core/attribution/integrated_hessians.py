@@ -116,9 +116,6 @@ class IntegratedHessians(Attribution):
         self.explained, self.replaced = smooth_copy(forward, softplus_beta)
         self.softplus_beta = softplus_beta
 
-    def evaluations_per_row(self, background: int, variables: int, n_steps: int, n_samples: int | None) -> int:
-        return background * n_steps * (variables + 2)
-
     def batch_per_row(self, background: int, variables: int, n_steps: int, n_samples: int | None) -> int:
         return background * n_steps
 

@@ -51,7 +51,11 @@ from torch import nn
 from worker.core.attribution import interactions_sampled
 from worker.core.attribution.base import Attribution, Groups, Progress, coalition_values, column_masks
 from worker.core.attribution.interaction_result import InteractionResult, finish, pair_indices, pairs_to_matrix
-from worker.core.attribution.shapley import MAX_VARIABLES, all_coalitions
+from worker.core.attribution.shapley import all_coalitions
+
+# Above this many variables the sampled estimators are used unless the caller says otherwise
+# (2^12 coalition values per row is where exact enumeration stops being a few milliseconds).
+MAX_VARIABLES = 12
 
 INDICES = ("k-SII", "STII", "FSII")
 DEFAULT_INDEX = "k-SII"
@@ -121,11 +125,6 @@ class ShapleyInteractions(Attribution):
 
     def budget(self, variables: int, n_samples: int | None) -> int:
         return n_samples or interactions_sampled.default_budget(variables)
-
-    def evaluations_per_row(self, background: int, variables: int, n_steps: int, n_samples: int | None) -> int:
-        if self.is_sampled(variables):
-            return background * min(self.budget(variables, n_samples), 2**variables)
-        return background * 2**variables
 
     def batch_per_row(self, background: int, variables: int, n_steps: int, n_samples: int | None) -> int:
         return background

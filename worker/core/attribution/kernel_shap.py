@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.kinds.tabular_attribution import resolved_n_samples
 from worker.core.attribution.base import Attribution, Groups, coalition_values, column_masks, evaluate
 
 
@@ -101,13 +100,11 @@ def kernel_coalitions(variables: int, n_samples: int, seed: int) -> tuple[np.nda
 class KernelShap(Attribution):
     name = "kernel_shap"
     complete = True
-
-    def evaluations_per_row(self, background: int, variables: int, n_steps: int, n_samples: int | None) -> int:
-        return background * ((resolved_n_samples(self.name, n_samples, variables) or 1) + 1)
+    needs_n_samples = True
 
     def setup(self, inputs: torch.Tensor, baselines: torch.Tensor, groups: Groups, **options: Any) -> Any:
         m = len(groups)
-        budget = resolved_n_samples(self.name, options["n_samples"], m) or 1
+        budget = options["n_samples"]  # coalitions; more than 2^M - 2 means all of them
         coalitions, weights = kernel_coalitions(m, budget, options["seed"])
         reference = evaluate(self.forward, baselines).double().mean()
         if m < 2:

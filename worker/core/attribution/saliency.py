@@ -15,7 +15,7 @@ from worker.core.attribution.base import Attribution, Groups, captum_gradient_me
 class Saliency(Attribution):
     name = "saliency"
 
-    def evaluations_per_row(self, background: int, variables: int, n_steps: int, n_samples: int | None) -> int:
+    def batch_per_row(self, background: int, variables: int, n_steps: int, n_samples: int | None) -> int:
         return 1
 
     def attribute_chunk(self, inputs: torch.Tensor, baselines: torch.Tensor, groups: Groups, state: Any) -> torch.Tensor:

@@ -5,7 +5,8 @@
 
 (the interventional value function of SHAP; with one baseline row, B = 1). A categorical is
 one player: its one-hot columns enter a coalition together. All 2^M coalitions are evaluated,
-so the cost is 2^M x B model rows per explained row: refused above MAX_VARIABLES.
+so the cost is 2^M x B model rows per explained row: refused above `max_variables` when the
+caller sets one (the job kind does: its limit is the service's).
 """
 
 from __future__ import annotations
@@ -15,10 +16,7 @@ from typing import Any
 
 import torch
 
-from service.kinds.tabular_attribution import MAX_EXACT_SHAPLEY_VARIABLES
 from worker.core.attribution.base import Attribution, Groups, coalition_values, column_masks
-
-MAX_VARIABLES = MAX_EXACT_SHAPLEY_VARIABLES
 
 
 def all_coalitions(variables: int) -> torch.Tensor:
@@ -48,13 +46,14 @@ class ExactShapley(Attribution):
     name = "shapley"
     complete = True
 
-    def evaluations_per_row(self, background: int, variables: int, n_steps: int, n_samples: int | None) -> int:
-        return background * 2**variables
+    def __init__(self, forward, *, batch: int | None = None, max_variables: int | None = None):
+        super().__init__(forward, batch=batch)
+        self.max_variables = max_variables
 
     def setup(self, inputs: torch.Tensor, baselines: torch.Tensor, groups: Groups, **options: Any) -> Any:
-        if len(groups) > MAX_VARIABLES:
+        if self.max_variables is not None and len(groups) > self.max_variables:
             raise ValueError(
-                f"exact Shapley values need all 2^{len(groups)} coalitions; the limit is {MAX_VARIABLES} variables"
+                f"exact Shapley values need all 2^{len(groups)} coalitions; the limit is {self.max_variables} variables"
             )
         return column_masks(all_coalitions(len(groups)), groups, inputs.shape[1])
 

@@ -9,21 +9,15 @@ from typing import Any
 import torch
 from captum.attr import ShapleyValueSampling as CaptumShapleyValueSampling
 
-from service.kinds.tabular_attribution import DEFAULT_SHAPLEY_SAMPLING_PERMUTATIONS
 from worker.core.attribution.base import Attribution, Groups, collapse, expand, feature_mask, group_take
 
 
 class ShapleyValueSampling(Attribution):
     name = "shapley_sampling"
     complete = True
+    needs_n_samples = True
 
     cpu_batch = 16_384  # Captum's per-permutation overhead wants bigger batches
-
-    def evaluations_per_row(self, background: int, variables: int, n_steps: int, n_samples: int | None) -> int:
-        return background * (variables + 1) * (n_samples or DEFAULT_SHAPLEY_SAMPLING_PERMUTATIONS)
-
-    def setup(self, inputs: torch.Tensor, baselines: torch.Tensor, groups: Groups, **options: Any) -> Any:
-        return {**options, "n_samples": options["n_samples"] or DEFAULT_SHAPLEY_SAMPLING_PERMUTATIONS}
 
     def batch_per_row(self, background: int, variables: int, n_steps: int, n_samples: int | None) -> int:
         return background * variables

@@ -1,0 +1,103 @@
+"""A job request checked against everything the shared state knows, before it is queued: the
+one definition of "can this job run" that the API's create and estimate use, and that a worker
+re-runs (with the model's record as loaded) for the checks only a loaded model can answer.
+
+A plan is: the kind, its validated params, the model's catalog record, the records of the
+datasets the params name, and the cost estimate. Anything wrong raises InvalidRequest naming
+the field and what is allowed there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from service.catalogs import Catalog
+from service.jobspec import DatasetUse, JobKind
+from service.model_refs import ModelRefError, parse_model_ref
+from service.settings import Settings
+from service.validation import invalid, nested_validation_error
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    kind: JobKind
+    params: BaseModel
+    model_record: dict[str, Any]
+    dataset_records: dict[str, dict[str, Any]]
+
+    def cost(self) -> Any | None:
+        """The kind's estimate (service.kinds.cost.Estimate), or None for a kind without one."""
+        if self.kind.cost is None:
+            return None
+        return self.kind.cost(self.params, self.model_record, self.dataset_records)
+
+
+def find_kind(kinds: dict[str, JobKind], name: str) -> JobKind:
+    kind = kinds.get(name)
+    if kind is None:
+        allowed = ", ".join(sorted(kinds)) or "none (no job kinds are installed)"
+        raise invalid(["body", "kind"], f"unknown job kind {name!r}; allowed: {allowed}", "unknown-kind")
+    return kind
+
+
+def validate_params(kind: JobKind, raw: dict[str, Any], settings: Settings | None = None) -> BaseModel:
+    """The kind's params model, validated with the deployment's limits (the Settings in the
+    validation context) when given."""
+    try:
+        return kind.params_model.model_validate(raw, context={"settings": settings})
+    except ValidationError as exc:
+        raise nested_validation_error(exc, "params", "invalid-params", kind.params_model) from exc
+
+
+def plan_job(
+    kinds: dict[str, JobKind],
+    kind_name: str,
+    raw_params: dict[str, Any],
+    model: str,
+    tenant: str,
+    models: Catalog,
+    datasets: Catalog,
+    settings: Settings | None = None,
+) -> JobPlan:
+    kind = find_kind(kinds, kind_name)
+    params = validate_params(kind, raw_params, settings)
+    try:
+        model_ref = parse_model_ref(model)
+    except ModelRefError as exc:
+        raise invalid(["body", "model"], str(exc), "invalid-model") from exc
+    model_record = models.get(tenant, model_ref.id)
+    if model_record is None:
+        allowed = ", ".join(models.ids(tenant)) or "none"
+        raise invalid(["body", "model"], f"unknown model {model!r}; allowed: {allowed}", "unknown-model")
+    if kind.check is not None:
+        kind.check(params, model_record)
+    dataset_records = {
+        use.dataset_id: check_dataset(use, tenant, datasets, model_record)
+        for use in (kind.datasets(params) if kind.datasets is not None else [])
+    }
+    return JobPlan(kind, params, model_record, dataset_records)
+
+
+def check_dataset(use: DatasetUse, tenant: str, datasets: Catalog, model_record: dict[str, Any]) -> dict[str, Any]:
+    loc = ["body", "params", *use.loc]
+    record = datasets.get(tenant, use.dataset_id)
+    if record is None:
+        allowed = ", ".join(r["id"] for r in datasets.records(tenant) if r.get("kind") == use.kind) or "none"
+        raise invalid(loc, f"unknown dataset {use.dataset_id!r}; allowed ({use.kind}): {allowed}", "unknown-dataset")
+    if record.get("kind") != use.kind:
+        raise invalid(
+            loc, f"dataset {use.dataset_id!r} holds {record.get('kind')}; this needs {use.kind}", "wrong-dataset-kind"
+        )
+    if use.check is not None:
+        use.check(record, model_record)
+    return record
+
+
+def recheck_with_loaded_model(kind: JobKind, params: BaseModel, model_record: dict[str, Any]) -> None:
+    """On a worker, once the model is loaded: the kind's check again, now that layers are known
+    (a torchvision model's are recorded only by the first job that loads it)."""
+    if kind.check is not None:
+        kind.check(params, model_record)
