@@ -40,8 +40,8 @@ from bench import results_dir
 from bench.backbone import ROOT, Processes, free_port, percentile, submit_jobs, wait_all_terminal, wait_http
 from bench.bare_app import ARTIFACT_BYTES
 from bench.httpload import LoadResult, raw_request, run_load
-from service.jobstore import JobStore
 from service.catalogs import ModelCatalog
+from service.jobstore import JobStore
 from service.settings import Settings
 
 RESULTS = results_dir() / "scaling.md"

@@ -15,16 +15,16 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from service.api import artifacts, catalog, events, health, jobs
+from service.api.auth import declare_bearer_security
+from service.api.body_size import BodySizeLimitMiddleware
 from service.api.docs import mount_docs
+from service.api.metrics import JobStatsCollector, RequestMetrics, RequestMetricsMiddleware
+from service.api.problems import document_problems, install_problem_handlers
 from service.api.web import mount_web
-from service.auth import declare_bearer_security
 from service.blobs import BlobStore
 from service.catalogs import DatasetCatalog, ModelCatalog
 from service.jobstore import AsyncJobReader, JobRuns, JobStore, Reaper
-from service.limits import BodySizeLimitMiddleware
-from service.metrics import JobStatsCollector, RequestMetrics, RequestMetricsMiddleware
 from service.plugins import load_plugins
-from service.problems import document_problems, install_problem_handlers
 from service.redis_connection import UNCONFIGURED_REDIS_URL, redis_options
 from service.settings import Settings
 from service.webhooks import WebhookSender

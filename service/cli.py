@@ -261,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "api":
         if not settings.redis_url:
             raise SystemExit("glassbox api needs GLASSBOX_REDIS_URL (or use `glassbox up`)")
+        from service.api.serving import serve
         from service.app import create_app
-        from service.serving import serve
 
         app = create_app(settings)
         app.state.supervised = args.supervised

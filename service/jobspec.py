@@ -55,7 +55,7 @@ class JobKind(BaseModel):
     handler: str
     description: str = ""
     # Optional submit-time check against the model's catalog record, `check(params, record)`:
-    # raises service.problems.ProblemError (e.g. via service.layers) for a bad layer or unit.
+    # raises service.validation.InvalidRequest (e.g. via service.kinds.layers) for a bad layer or unit.
     check: Callable[[Any, dict[str, Any]], None] | None = None
     # Optional: the datasets the params name, so that the API refuses an unknown one (or one of
     # the wrong kind) at submit, instead of a worker failing the job later.

@@ -16,7 +16,7 @@ from service.jobspec import JobKind
 from service.settings import Settings
 
 BUILTIN_PLUGIN_MODULES: tuple[str, ...] = (
-    "service.builtin_kinds",
+    "service.kinds.model_inspection",
     "service.kinds.deconvnet",
     "service.kinds.activation_maximization",
     "service.kinds.tabular_attribution",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from service.builtin_kinds import ModelInspectionParams
+from service.kinds.model_inspection import ModelInspectionParams
 from worker.context import ArtifactBlob, JobContext, JobFailed, JobOutput
 
 

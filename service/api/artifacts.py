@@ -6,13 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Request, Response
 
+from service.api.auth import Tenant
 from service.api.deps import problem_responses
 from service.api.head import add_head_routes
 from service.api.jobs import JobId, job_not_found
 from service.api.operation_ids import camel_case_operation_id
-from service.auth import Tenant
+from service.api.problems import ProblemError
 from service.jobspec import JobStatus
-from service.problems import ProblemError
 
 router = APIRouter(prefix="/v1", tags=["jobs"], generate_unique_id_function=camel_case_operation_id)
 

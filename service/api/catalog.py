@@ -10,16 +10,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Path, Request, Response, UploadFile
 from pydantic import ValidationError
 
+from service.api.auth import Tenant
 from service.api.deps import Datasets, Store, problem_responses
 from service.api.head import add_head_routes
 from service.api.operation_ids import camel_case_operation_id
-from service.auth import Tenant
+from service.api.problems import ProblemError
 from service.blobs import BlobStore
-from service.builtin_kinds import MODEL_INSPECTION
 from service.catalogs import BUILTIN_SCOPE, ModelCatalog
 from service.catalogspec import DatasetInfo, ModelInfo, ModelManifest, ModelSummary
+from service.kinds.model_inspection import MODEL_INSPECTION
 from service.model_refs import TORCHVISION_PREFIX
-from service.problems import ProblemError
 from service.uploads import MAX_SKIPPED_LISTED, UploadRejected, check_csv, check_image_zip, check_model_file
 from service.validation import invalid, nested_validation_error
 

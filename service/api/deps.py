@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from service.api.problems import PROBLEM_CONTENT_TYPE, Problem
 from service.catalogs import DatasetCatalog, ModelCatalog
 from service.jobspec import JobKind
 from service.jobstore import JobStore
-from service.problems import PROBLEM_CONTENT_TYPE, Problem
 
 _PROBLEM_DESCRIPTIONS = {
     400: "Bad request",

@@ -8,10 +8,10 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
+from service.api.auth import Tenant
 from service.api.deps import problem_responses
 from service.api.jobs import JobId, job_not_found
 from service.api.operation_ids import camel_case_operation_id
-from service.auth import Tenant
 from service.jobspec import Job
 
 router = APIRouter(prefix="/v1", tags=["jobs"], generate_unique_id_function=camel_case_operation_id)

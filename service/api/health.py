@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api.deps import problem_responses
 from service.api.operation_ids import camel_case_operation_id
-from service.problems import problem_response
+from service.api.problems import problem_response
 from service.readiness import check_readiness, redis_unavailable
 
 router = APIRouter(tags=["health"], generate_unique_id_function=camel_case_operation_id)

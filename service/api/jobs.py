@@ -8,16 +8,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
+from service.api.auth import Tenant, get_settings
 from service.api.deps import Catalog, Datasets, Kinds, Store, problem_responses
 from service.api.head import add_head_routes
 from service.api.operation_ids import camel_case_operation_id
-from service.auth import Tenant, get_settings
+from service.api.problems import ProblemError
 from service.catalogs import DatasetCatalog, ModelCatalog
 from service.jobspec import Job, JobCreate, JobKind, JobPage, JobStatus, KindInfo
 from service.jobstore import CancelOutcome, decode_page_token, request_fingerprint
 from service.kinds.cost import JobEstimate
 from service.kinds.plan import JobPlan, plan_job
-from service.problems import ProblemError
 from service.settings import Settings
 from service.validation import invalid
 from service.webhooks import WebhookRefused, check_url, tenant_secret

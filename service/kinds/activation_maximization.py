@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from service.jobspec import DatasetUse, JobKind
 from service.kinds.cost import Estimate, Rates, estimate, input_pixels, network
-from service.layers import MAX_CHOICES_LISTED, check_position, check_units, find_layer
+from service.kinds.layers import MAX_CHOICES_LISTED, check_position, check_units, find_layer
 from service.validation import invalid
 
 # The limits' defaults. A deployment sets its own in Settings (GLASSBOX_ACTMAX_MAX_SIZE, ...): the

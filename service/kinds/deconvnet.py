@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from service.jobspec import DatasetUse, JobKind
 from service.kinds.cost import Estimate, Rates, estimate, input_pixels, network
-from service.layers import check_position, check_units, find_layer
+from service.kinds.layers import check_position, check_units, find_layer
 from service.uploads import UploadRejected, check_image_header
 from service.validation import invalid
 

@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.jobspec import DatasetUse, JobKind
 from service.kinds.cost import Estimate, Rates, estimate, network
-from service.layers import find_layer
-from service.tabular_cells import cell_problem, listed_categories, table_problems
+from service.kinds.layers import find_layer
+from service.kinds.tabular_cells import cell_problem, listed_categories, table_problems
 from service.validation import InvalidRequest, invalid
 
 # ----------------------------------------------------------------------------------- limits

@@ -29,7 +29,7 @@ class LayerProbeParams(BaseModel):
 
 
 def check_layer_probe(params: LayerProbeParams, record: dict) -> None:
-    from service.layers import check_position, check_units, find_layer
+    from service.kinds.layers import check_position, check_units, find_layer
 
     layer = find_layer(record, params.layer, ["body", "params", "layer"])
     if layer is not None:

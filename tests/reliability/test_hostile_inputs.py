@@ -45,7 +45,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.problems import PROBLEM_TYPE_BASE
+from service.api.problems import PROBLEM_TYPE_BASE
 from tests.conftest import ALICE, BOB, REPO, TEST_MODEL, Stack, wait_until
 from tests.test_models_api import zipped
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from service.tabular_cells import category_key, is_missing, numeric_value
+from service.kinds.tabular_cells import category_key, is_missing, numeric_value
 
 FEATURE_TYPES = ("numeric", "categorical")
 

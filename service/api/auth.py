@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from service.problems import ProblemError
+from service.api.problems import ProblemError
 from service.settings import OPEN_MODE_TENANT, Settings
 
 

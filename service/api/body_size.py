@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.problems import problem_response
+from service.api.problems import problem_response
 
 UPLOAD_PATHS = ("/v1/models", "/v1/datasets")
 
