@@ -22,11 +22,11 @@ from worker.core.actmax import (
     DeadObjective,
     Diversity,
     ModelInput,
-    evaluate,
     make_objective,
     make_param,
     make_regularizers,
     make_transforms,
+    measure_images,
     render,
 )
 from worker.core.actmax.param import COLOR_CORRELATION_NORMALIZED, rfft2d_freqs
@@ -357,7 +357,7 @@ def test_evaluate_reports_activation_robustness_and_top_unit():
     model = Tiny()
     objective = make_objective("class", "fc", [0, 1, 2, 3])
     result = tiny_render(model, objective, steps=30)
-    measured = evaluate(
+    measured = measure_images(
         model, objective, result.images, to_input=ModelInput(CONTRACT, "cpu"), transforms=standard(24), generator=gen()
     )
     with torch.no_grad():

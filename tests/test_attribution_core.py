@@ -24,8 +24,8 @@ from service.kinds.tabular_attribution import (
 from service.validation import InvalidRequest
 from worker.core.attribution import METHODS, NeuronForward, OutputForward, explain
 from worker.core.attribution.charts import beeswarm_png, importance_png, waterfall_png
+from worker.core.attribution.extremes import maximize, observed_domain, top_rows
 from worker.core.attribution.kernel_shap import kernel_coalitions
-from worker.core.attribution.views import maximize, observed_domain, top_rows
 from worker.models import retail
 from worker.models.builtin import BUILTIN_MODELS, DATA
 from worker.models.tabular import encode_rows, read_csv, variable_groups

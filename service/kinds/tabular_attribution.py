@@ -44,7 +44,7 @@ DEFAULT_BACKGROUND_SIZE = 100
 DEFAULT_GRADIENT_SHAP_SAMPLES = 50
 DEFAULT_SHAPLEY_SAMPLING_PERMUTATIONS = 25
 
-Method = Literal[
+AttributionMethod = Literal[
     "integrated_gradients",
     "deeplift",
     "gradient_shap",
@@ -55,7 +55,7 @@ Method = Literal[
     "kernel_shap",
     "shapley",
 ]
-METHODS: tuple[str, ...] = Method.__args__  # type: ignore[attr-defined]
+METHODS: tuple[str, ...] = AttributionMethod.__args__  # type: ignore[attr-defined]
 # Methods whose attributions add up to output - baseline output (exactly, in expectation, or
 # up to the integration error): a large residual is worth a warning for these only.
 # Methods that ignore the baseline (they read the gradient at the input only).
@@ -134,7 +134,7 @@ class TabularAttributionParams(BaseModel):
         default_factory=OutputTarget,
         description='{"type": "output", "index": i} (or "label"), or {"type": "neuron", "layer", "unit"}.',
     )
-    method: Method = "integrated_gradients"
+    method: AttributionMethod = "integrated_gradients"
     baseline: Baseline = Field(
         default="mean",
         description='"zeros" (all zeros in the encoded space: numerics at their manifest mean, no '

@@ -22,7 +22,7 @@ from torch import nn
 from worker.core.probe import capture_activation
 from worker.core.relu_rules import relu_rule
 
-Method = Literal["deconvnet", "guided_backprop", "saliency"]
+ProjectionMethod = Literal["deconvnet", "guided_backprop", "saliency"]
 RULES = {"deconvnet": "deconvnet", "guided_backprop": "guided_backprop", "saliency": None}
 
 
@@ -124,7 +124,7 @@ def project(
     images: torch.Tensor,
     layer: str,
     neurons: Sequence[Neuron],
-    method: Method = "deconvnet",
+    method: ProjectionMethod = "deconvnet",
     batch_size: int = 32,
     check: Callable[[], None] | None = None,
 ) -> torch.Tensor:

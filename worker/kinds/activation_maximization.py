@@ -25,11 +25,11 @@ from worker.core.actmax import (
     Objective,
     Regularizer,
     RenderResult,
-    evaluate,
     make_objective,
     make_param,
     make_regularizers,
     make_transforms,
+    measure_images,
     render,
     unit_maxima,
 )
@@ -223,7 +223,7 @@ def execute(
         raise JobFailed("objective-not-finite", "The objective became NaN or infinite", str(exc)) from exc
 
     phase(0.9, "measuring the images")
-    measured = evaluate(
+    measured = measure_images(
         model,
         objective,
         result.images,

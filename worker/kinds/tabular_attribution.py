@@ -43,7 +43,7 @@ from service.kinds.tabular_attribution import (
 from worker.context import ArtifactBlob, JobContext, JobFailed, JobOutput
 from worker.core.attribution import explain, target_forward
 from worker.core.attribution.charts import beeswarm_png, beeswarm_sample, importance_png, waterfall_png
-from worker.core.attribution.views import STARTS, maximize, observed_domain, top_rows
+from worker.core.attribution.extremes import STARTS, maximize, observed_domain, top_rows
 from worker.models.tabular import encode_rows, encoded_columns, variable_groups
 
 MAX_WATERFALLS = 10  # a waterfall chart per row up to this many rows

@@ -1,6 +1,6 @@
 """Train the built-in `shapes-cnn` on CPU and write its weights and a training report.
 
-    python -m worker.models.train_shapes            # train, evaluate on shapes-val, write files
+    python -m worker.models.train_shapes            # train, accuracy_on on shapes-val, write files
     python -m worker.models.train_shapes --stats    # print the per-channel mean/std to hard-code
 
 Deterministic: every epoch draws a fresh training set from SHAPES_TRAIN_SEED + epoch (so the
@@ -58,7 +58,7 @@ def channel_stats(count: int = STATS_COUNT, seed: int = SHAPES_TRAIN_SEED) -> tu
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> tuple[float, list[float]]:
+def accuracy_on(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> tuple[float, list[float]]:
     model.eval()
     predicted = torch.cat([model(preprocess(images[i : i + 200])).argmax(1) for i in range(0, len(images), 200)])
     correct = (predicted.numpy() == labels)
@@ -101,7 +101,7 @@ def train(out_weights: Path = SHAPES_WEIGHTS, out_report: Path = SHAPES_REPORT) 
             schedule.step()
             loss_sum += float(loss.detach()) * len(y)
             correct += int((logits.argmax(1) == y).sum())
-        val_accuracy, _ = evaluate(model, val_images, val_labels)
+        val_accuracy, _ = accuracy_on(model, val_images, val_labels)
         record = {
             "epoch": epoch + 1,
             "train_loss": round(loss_sum / PER_EPOCH, 5),
@@ -113,7 +113,7 @@ def train(out_weights: Path = SHAPES_WEIGHTS, out_report: Path = SHAPES_REPORT) 
         print(json.dumps(record), flush=True)
     training_seconds = time.perf_counter() - started
 
-    val_accuracy, per_class = evaluate(model, val_images, val_labels)
+    val_accuracy, per_class = accuracy_on(model, val_images, val_labels)
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
     out_weights.parent.mkdir(parents=True, exist_ok=True)
     # one metadata key: safetensors writes its metadata map in arbitrary order, and a single key

@@ -7,7 +7,7 @@ Pure PyTorch: no Redis, no HTTP. `worker/kinds/activation_maximization.py` adapt
 from worker.core.actmax.objectives import Diversity, Objective, make_objective
 from worker.core.actmax.param import ImageParam, make_param
 from worker.core.actmax.regularizers import Regularizer, make_regularizers
-from worker.core.actmax.render import DeadObjective, ModelInput, RenderResult, evaluate, render, unit_maxima
+from worker.core.actmax.render import DeadObjective, ModelInput, RenderResult, measure_images, render, unit_maxima
 from worker.core.actmax.transforms import Compose, make_transforms
 
 __all__ = [
@@ -19,7 +19,7 @@ __all__ = [
     "Objective",
     "Regularizer",
     "RenderResult",
-    "evaluate",
+    "measure_images",
     "make_objective",
     "make_param",
     "make_regularizers",

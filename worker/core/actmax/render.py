@@ -196,7 +196,7 @@ def render(
 
 
 @torch.no_grad()
-def evaluate(
+def measure_images(
     model: nn.Module,
     objective: Objective,
     images: torch.Tensor,

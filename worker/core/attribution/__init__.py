@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from worker.core.attribution.base import Attribution, Groups, Progress, evaluate, seeded
+from worker.core.attribution.base import Attribution, Groups, ProgressCallback, forward_in_batches, seeded
 from worker.core.attribution.deeplift import DeepLift
 from worker.core.attribution.feature_ablation import FeatureAblation
 from worker.core.attribution.gradient_shap import GradientShap
@@ -63,7 +63,7 @@ def explain(
     n_steps: int = 50,
     n_samples: int | None = None,
     seed: int = 0,
-    progress: Progress = None,
+    progress: ProgressCallback = None,
     work_per_row: int | None = None,
     max_variables: int | None = None,
 ) -> Explanation:
@@ -75,8 +75,8 @@ def explain(
         inputs, baselines, groups, n_steps=n_steps, n_samples=n_samples, seed=seed, progress=progress,
         work_per_row=work_per_row,
     ).numpy()  # fmt: skip
-    outputs = evaluate(forward, inputs).double().cpu().numpy()
-    reference = float(evaluate(forward, baselines.to(inputs.device, inputs.dtype)).double().mean())
+    outputs = forward_in_batches(forward, inputs).double().cpu().numpy()
+    reference = float(forward_in_batches(forward, baselines.to(inputs.device, inputs.dtype)).double().mean())
     baseline_outputs = np.full_like(outputs, reference)
     residuals = phi.sum(axis=1) - (outputs - baseline_outputs)
     return Explanation(phi, outputs, baseline_outputs, residuals, algorithm.complete)
@@ -88,7 +88,7 @@ __all__ = [
     "Explanation",
     "NeuronForward",
     "OutputForward",
-    "evaluate",
+    "forward_in_batches",
     "explain",
     "seeded",
     "target_forward",

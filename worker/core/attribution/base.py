@@ -41,7 +41,7 @@ def forward_batch(device: torch.device | str, cpu: int = CPU_BATCH) -> int:
     return cpu if torch.device(device).type == "cpu" else EVAL_BATCH
 
 Groups = Sequence[Sequence[int]]
-Progress = Callable[[float], None] | None
+ProgressCallback = Callable[[float], None] | None
 
 
 @contextlib.contextmanager
@@ -93,7 +93,7 @@ def collapse(attributions: torch.Tensor, count: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+def forward_in_batches(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, batch: int | None = None) -> torch.Tensor:
     """forward over [..., D] in batches, no gradients: -> [...]."""
     batch = batch or forward_batch(inputs.device)
     flat = inputs.reshape(-1, inputs.shape[-1])
@@ -155,7 +155,7 @@ class Attribution:
         n_steps: int = 50,
         n_samples: int | None = None,
         seed: int = 0,
-        progress: Progress = None,
+        progress: ProgressCallback = None,
         work_per_row: int | None = None,
     ) -> torch.Tensor:
         """`work_per_row`: model rows evaluated per explained row, as the job kind's cost model

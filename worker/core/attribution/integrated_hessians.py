@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from worker.core.attribution.base import Attribution, Groups, Progress, collapse, evaluate, expand
+from worker.core.attribution.base import Attribution, Groups, ProgressCallback, collapse, expand, forward_in_batches
 from worker.core.attribution.interaction_result import InteractionResult, finish
 
 DEFAULT_STEPS = 32
@@ -164,7 +164,7 @@ def integrated_hessians(
     *,
     n_steps: int = DEFAULT_STEPS,
     softplus_beta: float | None = DEFAULT_SOFTPLUS_BETA,
-    progress: Progress = None,
+    progress: ProgressCallback = None,
 ) -> InteractionResult:
     """Integrated Hessians of every row of `inputs` [N, D] against `baselines` [B, D]."""
     method = IntegratedHessians(forward, softplus_beta=softplus_beta)
@@ -176,7 +176,7 @@ def integrated_hessians(
     if method.replaced:
         with torch.no_grad():
             both = torch.cat([inputs, baselines.to(inputs.device, inputs.dtype)])
-            change = (evaluate(method.explained, both) - evaluate(forward, both)).abs().max()
+            change = (forward_in_batches(method.explained, both) - forward_in_batches(forward, both)).abs().max()
         details["smoothing"] = {
             "replaced": f"{method.replaced} nn.ReLU module use(s) by nn.Softplus(beta={softplus_beta}), in a copy "
             "used for this method only: a ReLU network has no curvature to integrate",

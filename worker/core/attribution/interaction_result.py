@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from worker.core.attribution.base import evaluate
+from worker.core.attribution.base import forward_in_batches
 
 
 @dataclass(frozen=True)
@@ -83,8 +83,8 @@ def finish(
     **fields: Any,
 ) -> InteractionResult:
     """The result, with f(x), E_b f(b) and the efficiency residual evaluated on `forward`."""
-    outputs = evaluate(forward, inputs).double().cpu().numpy()
-    reference = float(evaluate(forward, baselines.to(inputs.device, inputs.dtype)).double().mean())
+    outputs = forward_in_batches(forward, inputs).double().cpu().numpy()
+    reference = float(forward_in_batches(forward, baselines.to(inputs.device, inputs.dtype)).double().mean())
     baseline_outputs = np.full_like(outputs, reference)
     residuals = efficiency_sum(main_effects, interactions) - (outputs - baseline_outputs)
     return InteractionResult(

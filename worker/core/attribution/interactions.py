@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from worker.core.attribution import interactions_sampled
-from worker.core.attribution.base import Attribution, Groups, Progress, coalition_values, column_masks
+from worker.core.attribution.base import Attribution, Groups, ProgressCallback, coalition_values, column_masks
 from worker.core.attribution.interaction_result import InteractionResult, finish, pair_indices, pairs_to_matrix
 from worker.core.attribution.shapley import all_coalitions
 
@@ -168,7 +168,7 @@ def shapley_interactions(
     budget: int | None = None,
     sampled: bool | None = None,
     seed: int = 0,
-    progress: Progress = None,
+    progress: ProgressCallback = None,
 ) -> InteractionResult:
     """Order-2 Shapley interactions of every row of `inputs` [N, D] against `baselines` [B, D].
 

@@ -78,7 +78,7 @@ class Estimate:
 
 @dataclass
 class SamplingPlan:
-    coalitions: torch.Tensor  # [K, M] bool: the coalitions to evaluate
+    coalitions: torch.Tensor  # [K, M] bool: the coalitions to forward_in_batches
     details: dict[str, Any] = field(default_factory=dict)
 
     def estimate(self, values: torch.Tensor) -> Estimate:  # values [n, K] float64

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from worker.core.attribution.base import Attribution, Groups, coalition_values, column_masks, evaluate
+from worker.core.attribution.base import Attribution, Groups, coalition_values, column_masks, forward_in_batches
 
 
 def kernel_coalitions(variables: int, n_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -106,7 +106,7 @@ class KernelShap(Attribution):
         m = len(groups)
         budget = options["n_samples"]  # coalitions; more than 2^M - 2 means all of them
         coalitions, weights = kernel_coalitions(m, budget, options["seed"])
-        reference = evaluate(self.forward, baselines).double().mean()
+        reference = forward_in_batches(self.forward, baselines).double().mean()
         if m < 2:
             return {"masks": None, "reference": reference}
         z = coalitions.astype(np.float64)
@@ -125,7 +125,7 @@ class KernelShap(Attribution):
         return background
 
     def attribute_chunk(self, inputs: torch.Tensor, baselines: torch.Tensor, groups: Groups, state: Any) -> torch.Tensor:
-        output = evaluate(self.forward, inputs).double().cpu()
+        output = forward_in_batches(self.forward, inputs).double().cpu()
         difference = output - state["reference"].cpu()  # [N]
         if state["masks"] is None:
             return difference[:, None]

@@ -1,4 +1,4 @@
-"""Dataset-level views of a target (an output or a hidden neuron) of a tabular model.
+"""What drives a target (an output or a hidden neuron) of a tabular model to its extremes:
 
 - the rows that activate it most (the tabular "top 9");
 - the input that maximizes it within the observed domain: each numeric variable between the
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from worker.core.attribution.base import evaluate
+from worker.core.attribution.base import forward_in_batches
 
 GRID_POINTS = 33
 REFINEMENTS = 3
@@ -64,7 +64,7 @@ def observed_domain(features: Sequence[Mapping[str, Any]], rows: Sequence[Mappin
 
 def top_rows(forward: nn.Module, encoded: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(positions, values) of the k rows with the largest target value, largest first."""
-    values = evaluate(forward, encoded).double().cpu().numpy()
+    values = forward_in_batches(forward, encoded).double().cpu().numpy()
     order = np.argsort(-values, kind="stable")[:k]
     return order, values[order]
 
@@ -95,7 +95,7 @@ def maximize(
     for start_index, start in enumerate(starts):
         current = {f["name"]: _start_value(f, start[f["name"]], domain) for f in features}
         x = _encode(features, groups, current)
-        score = float(evaluate(forward, torch.from_numpy(x[None]).to(device))[0])
+        score = float(forward_in_batches(forward, torch.from_numpy(x[None]).to(device))[0])
         initial, level, steps = score, 0, 0
         while steps < MAX_STEPS:
             steps += 1
@@ -113,7 +113,7 @@ def maximize(
             batch = np.repeat(x[None], len(moves), axis=0)
             for row, (j, value) in enumerate(moves):
                 batch[row, list(groups[j])] = _encode_value(features[j], value, len(groups[j]))
-            values = evaluate(forward, torch.from_numpy(batch).to(device)).double().cpu().numpy()
+            values = forward_in_batches(forward, torch.from_numpy(batch).to(device)).double().cpu().numpy()
             pick = int(np.argmax(values))
             if values[pick] > score + 1e-7 * max(1.0, abs(score)):
                 j, value = moves[pick]
