@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from httpx_sse import connect_sse
 
 from service.catalogspec import DatasetInfo, ModelInfo, ModelSummary
 from service.jobspec import Job, JobPage, Progress
@@ -142,29 +143,21 @@ class Client:
 
     def _follow(self, job_id: str, deadline: float | None, on_progress) -> Job | None:
         remaining = None if deadline is None else max(0.1, deadline - time.monotonic())
-        with self.http.stream(
-            "GET", f"/v1/jobs/{job_id}/events", timeout=httpx.Timeout(self.http.timeout.connect, read=remaining or 60)
-        ) as response:
-            if response.status_code >= 400:
-                response.read()
-                raise _problem(response)
-            event, data = None, []
-            for line in response.iter_lines():
-                if line.startswith("event:"):
-                    event = line.split(":", 1)[1].strip()
-                elif line.startswith("data:"):
-                    data.append(line.split(":", 1)[1].strip())
-                elif line == "" and event is not None:
-                    payload = json.loads("\n".join(data))
-                    if event == "progress" and on_progress is not None:
-                        on_progress(Progress.model_validate(payload))
-                    elif event == "status":
-                        job = Job.model_validate(payload)
-                        if on_progress is not None:
-                            on_progress(job.progress)
-                        if job.status.is_terminal:
-                            return job
-                    event, data = None, []
+        with connect_sse(
+            self.http, "GET", f"/v1/jobs/{job_id}/events", timeout=httpx.Timeout(self.http.timeout.connect, read=remaining or 60)
+        ) as source:
+            if source.response.status_code >= 400:
+                source.response.read()
+                raise _problem(source.response)
+            for event in source.iter_sse():
+                if event.event == "progress" and on_progress is not None:
+                    on_progress(Progress.model_validate_json(event.data))
+                elif event.event == "status":
+                    job = Job.model_validate_json(event.data)
+                    if on_progress is not None:
+                        on_progress(job.progress)
+                    if job.status.is_terminal:
+                        return job
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(f"job {job_id} did not finish before the timeout")
         return None
