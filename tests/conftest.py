@@ -202,3 +202,18 @@ def stack(redis_url, tmp_path_factory) -> Iterator[Stack]:
     shared.start_worker()
     yield shared
     shared.stop()
+
+
+# ---- tiers -------------------------------------------------------------------------------
+# The fast tier (`pytest -m "not slow"`, under a minute) is everything in this process: the core,
+# the job store, the API on ASGITransport. The slow tier starts API, worker and redis processes
+# (the `stack` fixtures, `glassbox up`), a browser, or runs a chaos round; CI runs both.
+SLOW_FIXTURES = {"stack", "make_stack", "web_stack", "tab"}
+SLOW_FOLDERS = {"reliability", "web"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        folder = Path(str(item.fspath)).parent.name
+        if folder in SLOW_FOLDERS or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
