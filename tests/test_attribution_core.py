@@ -15,12 +15,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from service.kinds.tabular_attribution import (
-    MAX_EXACT_SHAPLEY_VARIABLES,
-    TabularAttributionParams,
-    check_tabular_attribution,
-    row_problems,
-)
+from service.kinds.tabular_checks import check_tabular_attribution, row_problems
+from service.kinds.tabular_params import MAX_EXACT_SHAPLEY_VARIABLES, TabularAttributionParams
 from service.validation import InvalidRequest
 from worker.core.attribution import METHODS, NeuronForward, OutputForward, explain
 from worker.core.attribution.charts import beeswarm_png, importance_png, waterfall_png

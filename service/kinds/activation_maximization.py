@@ -18,21 +18,22 @@ recorded layers, and the reported activations are those of the delivered images 
 input would be. Above the model's input size, the Fourier parameterization is band-limited to
 the frequencies the model can see.
 
-This module is imported by the API: no torch here. It holds the params model, the limits and
-the submit-time check; the same `resolve_objective` runs again on the worker once the model is
-loaded (a torchvision model's layers are only known after a job has loaded it).
+This module is imported by the API: no torch here. It holds the params model, the limits, the
+cost estimate and the kind; the objective's resolution against the model's record (the
+submit-time check) is in `service.kinds.actmax_objective`, the random transforms' specs in
+`service.kinds.actmax_transforms`.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from service.jobspec import DatasetUse, JobKind
+from service.kinds.actmax_objective import check_activation_maximization, default_class_layer
+from service.kinds.actmax_transforms import TransformSpec, standard_transforms
 from service.kinds.cost import Estimate, Rates, estimate, input_pixels, network
-from service.kinds.layers import MAX_CHOICES_LISTED, check_position, check_units, find_layer
-from service.validation import invalid
 
 # The limits' defaults. A deployment sets its own in Settings (GLASSBOX_ACTMAX_MAX_SIZE, ...): the
 # API validates params with the settings in pydantic's validation context (see `limits`), and a
@@ -49,8 +50,6 @@ DEFAULT_STEPS = 256
 DEFAULT_INIT_SD = 0.2
 DEFAULT_SOFTMAX_WEIGHT = 6.0
 DEFAULT_SOFTMAX_START = 0.5
-
-CONTAINER_TYPES = frozenset({"Sequential", "ModuleList", "ModuleDict"})
 
 
 def limit(info: ValidationInfo, name: str) -> int:
@@ -159,62 +158,6 @@ class RegularizerSpec(BaseModel):
     tv: float = Field(default=0.0, ge=0.0, description="Weight of a total-variation penalty (mean |dx| + |dy|).")
 
 
-class PadSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["pad"]
-    pixels: int = Field(default=12, ge=0, le=256)
-    mode: Literal["constant", "reflect"] = Field(default="constant", description="constant pads with grey (0.5).")
-
-
-class JitterSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["jitter"]
-    pixels: int = Field(default=8, ge=0, le=256, description="A random crop, up to this many px off.")
-
-
-class ScaleSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["scale"]
-    min: float = Field(default=0.9, gt=0.0, le=4.0)
-    max: float = Field(default=1.1, gt=0.0, le=4.0)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> ScaleSpec:
-        if self.min > self.max:
-            raise ValueError("scale: min must be at most max")
-        return self
-
-
-class RotateSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["rotate"]
-    degrees: float = Field(default=10.0, ge=0.0, le=180.0, description="A random rotation in [-degrees, degrees].")
-
-
-TransformSpec = Annotated[PadSpec | JitterSpec | ScaleSpec | RotateSpec, Field(discriminator="type")]
-
-# Lucid's standard_transforms at 128 px: pad 12, jitter 8, scale 0.9-1.1, rotate +-10 deg, jitter 4.
-# For another `size` the pixel amounts scale with it (pad 24 at 256 px).
-STANDARD_TRANSFORMS: list[dict[str, Any]] = [
-    {"type": "pad", "pixels": 12, "mode": "constant"},
-    {"type": "jitter", "pixels": 8},
-    {"type": "scale", "min": 0.9, "max": 1.1},
-    {"type": "rotate", "degrees": 10.0},
-    {"type": "jitter", "pixels": 4},
-]
-
-
-def standard_transforms(size: int) -> list[dict[str, Any]]:
-    factor = size / 128.0
-    out = []
-    for spec in STANDARD_TRANSFORMS:
-        spec = dict(spec)
-        if "pixels" in spec:
-            spec["pixels"] = max(1, round(spec["pixels"] * factor))
-        out.append(spec)
-    return out
-
-
 class ActivationMaximizationParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -316,94 +259,6 @@ class ActivationMaximizationParams(BaseModel):
         if self.transforms == "none":
             return []
         return [t.model_dump() for t in self.transforms]
-
-
-# ---------------------------------------------------------------------------------------------
-# objective resolution against the model's catalog record (API at submit, worker after load)
-
-
-def default_class_layer(record: dict[str, Any]) -> str | None:
-    """The model's last layer that is not a container (a Sequential's output repeats its last
-    child's): shapes-cnn's `classifier.2`, vgg16's `classifier.6`, resnet's `fc`."""
-    layers = record.get("layers") or []
-    for entry in reversed(layers):
-        if entry.get("type") not in CONTAINER_TYPES:
-            return entry["name"]
-    return layers[-1]["name"] if layers else None
-
-
-def _class_units(units: list[int | str], record: dict[str, Any], loc: list[str | int]) -> list[int]:
-    labels = record.get("labels") or []
-    index = {label: i for i, label in enumerate(labels)}
-    out = []
-    for i, unit in enumerate(units):
-        if isinstance(unit, int):
-            out.append(unit)
-            continue
-        if unit not in index:
-            if not labels:
-                raise invalid([*loc, i], f"model {record['id']!r} has no labels; give class indices", "unknown-label")
-            listed = labels if len(labels) <= MAX_CHOICES_LISTED else labels[:MAX_CHOICES_LISTED] + ["..."]
-            raise invalid(
-                [*loc, i], f"unknown class label {unit!r}; valid labels: {', '.join(listed)}", "unknown-label"
-            )
-        out.append(index[unit])
-    return out
-
-
-def resolve_objective(params: ActivationMaximizationParams, record: dict[str, Any]) -> dict[str, Any] | None:
-    """The objective with its layer, integer units and position checked against `record`:
-    {"type", "layer", "units", "position", "vector", "layer_shape"}. Raises InvalidRequest;
-    None when the model's layers are not recorded yet (the worker resolves after loading)."""
-    base = ["body", "params", "objective"]
-    if record.get("kind") not in (None, "image"):
-        raise invalid(
-            ["body", "model"],
-            f"activation maximization needs an image model; {record['id']!r} is {record.get('kind')}",
-            "not-an-image-model",
-        )
-    objective = params.objective
-    if not record.get("layers"):
-        if objective.type == "class" and any(isinstance(u, str) for u in objective.units) and record.get("labels"):
-            _class_units(objective.units, record, [*base, "units"])
-        return None
-    name = objective.layer or default_class_layer(record)
-    layer = find_layer(record, name, [*base, "layer"])
-    assert layer is not None
-    units = (
-        _class_units(objective.units, record, [*base, "units"]) if objective.type == "class" else list(objective.units)
-    )
-    check_units(layer, units, [*base, "units"])
-    shape = list(layer["output_shape"])
-    position = objective.position
-    if position is not None:
-        check_position(layer, position, [*base, "position"])
-    elif objective.type == "neuron" and len(shape) == 3:
-        position = [shape[1] // 2, shape[2] // 2]
-    if objective.type == "neuron" and len(shape) not in (1, 3):
-        raise invalid(
-            [*base, "layer"],
-            f"layer {name!r} has output shape {shape}; a neuron needs [C] or [C, H, W]",
-            "unsupported-layer",
-        )
-    if objective.vector is not None and len(objective.vector) != int(layer["units"]):
-        raise invalid(
-            [*base, "vector"],
-            f"vector has {len(objective.vector)} entries; layer {name!r} has {layer['units']} channels",
-            "vector-length",
-        )
-    return {
-        "type": objective.type,
-        "layer": name,
-        "units": units,
-        "position": position,
-        "vector": objective.vector,
-        "layer_shape": shape,
-    }
-
-
-def check_activation_maximization(params: ActivationMaximizationParams, record: dict[str, Any]) -> None:
-    resolve_objective(params, record)
 
 
 def activation_maximization_cost(

@@ -1,5 +1,6 @@
 """How a cell of a tabular row is read, shared by the API (submit-time checks, no torch) and the
-worker (encoding): one set of rules, so a row the API accepts always encodes."""
+worker (encoding): one set of rules, so a row the API accepts always encodes. Also where a
+model's catalog record keeps its feature manifest (`tabular_features`)."""
 
 from __future__ import annotations
 
@@ -118,3 +119,11 @@ def column_problem(column: Mapping[str, Any], feature: Mapping[str, Any], rows: 
         f"{which} a category of the model: {listed_categories(unknown)} "
         f"(the model knows {listed_categories(feature['categories'])})"
     )
+
+
+def tabular_features(record: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    contract = record.get("input") or {}
+    tabular = contract.get("tabular") if isinstance(contract, Mapping) else None
+    if not isinstance(tabular, Mapping):
+        return None
+    return list(tabular.get("features") or []) or None

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.kinds.activation_maximization import ActivationMaximizationParams, resolve_objective
+from service.kinds.activation_maximization import ActivationMaximizationParams
+from service.kinds.actmax_objective import resolve_objective
 from service.validation import InvalidRequest
 from worker.context import ArtifactBlob, JobContext, JobFailed, JobOutput
 from worker.core.actmax import (

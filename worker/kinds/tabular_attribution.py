@@ -24,7 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.kinds.tabular_attribution import (
+from service.kinds.tabular_cells import tabular_features
+from service.kinds.tabular_checks import check_tabular_attribution, row_problems
+from service.kinds.tabular_cost import estimated_evaluations, evaluation_limit_message, resolved_n_samples
+from service.kinds.tabular_params import (
     BASELINE_FREE_METHODS,
     MAX_EXACT_SHAPLEY_VARIABLES,
     MAX_MODEL_EVALUATIONS,
@@ -33,12 +36,6 @@ from service.kinds.tabular_attribution import (
     OutputTarget,
     RowBaseline,
     TabularAttributionParams,
-    check_tabular_attribution,
-    estimated_evaluations,
-    evaluation_limit_message,
-    resolved_n_samples,
-    row_problems,
-    tabular_features,
 )
 from worker.context import ArtifactBlob, JobContext, JobFailed, JobOutput
 from worker.core.attribution import explain, target_forward
