@@ -22,13 +22,11 @@ Figures:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
 import shlex
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,109 +38,24 @@ import httpx
 import redis
 
 from bench import results_dir
-from bench.httpload import LoadResult, raw_request, run_load
+from bench.httpload import LoadResult, cpu_seconds, percentile, raw_request, run_load
+from bench.jobclient import MODEL, create_job, job_body, record, submit_jobs, wait_all_terminal, wait_terminal
+from bench.processes import ROOT, Processes, free_port, wait_http
 from service.catalogs import ModelCatalog
 from service.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = results_dir() / "backbone.md"
 BIN = Path(sys.executable).parent
-MODEL = "bench-model"
-KIND = "test-lifecycle"
-TERMINAL = (b"succeeded", b"failed", b"canceled")
 
 
-# ---- process management ---------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Processes:
-    """Subprocesses in their own sessions; all stopped by stop_all (TERM, then KILL)."""
-
-    def __init__(self, log_dir: Path):
-        self.log_dir = log_dir
-        self.procs: list[tuple[str, subprocess.Popen]] = []
-
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "wb")
-        proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
-        self.procs.append((name, proc))
-        return proc
-
-    def check_alive(self) -> None:
-        for name, proc in self.procs:
-            if proc.poll() is not None:
-                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
-
-    def stop_all(self) -> None:
-        for _, proc in reversed(self.procs):
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + 5
-        for _, proc in reversed(self.procs):
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait()
-        self.procs.clear()
-
-
-def wait_http(url: str, procs: Processes, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        procs.check_alive()
-        try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer within {timeout} s")
-
-
-# ---- statistics --------------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
-    return ordered[rank - 1]
+# ---- formatting --------------------------------------------------------------------------
 
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f} ms"
 
 
-# ---- 1. read load: a minimal keep-alive HTTP/1.1 client ---------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc), 0 where unavailable."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+# ---- the measurements (1. read load, 2. create-to-running, 3. per-job overhead) -------
 
 
 def read_load(api: tuple[int, int], bare: tuple[int, int], job_id: str, clients: int, seconds: float, rounds: int) -> dict:
@@ -164,38 +77,6 @@ def read_load(api: tuple[int, int], bare: tuple[int, int], job_id: str, clients:
             target.elapsed += r.elapsed
             target.errors += r.errors
     return results
-
-
-# ---- the API client for jobs ------------------------------------------------------------
-
-
-def job_body(steps: int, step_seconds: float = 0.0, artifact_bytes: int = 16) -> dict:
-    return {
-        "kind": KIND,
-        "model": MODEL,
-        "params": {"steps": steps, "step_seconds": step_seconds, "artifact_bytes": artifact_bytes},
-    }
-
-
-def create_job(client: httpx.Client, body: dict) -> str:
-    response = client.post("/v1/jobs", json=body)
-    if response.status_code != 202:
-        raise RuntimeError(f"create failed: {response.status_code} {response.text}")
-    return response.json()["id"]
-
-
-def record(r: redis.Redis, job_id: str) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in r.hgetall(f"glassbox:job:{job_id}").items()}
-
-
-def wait_terminal(r: redis.Redis, job_id: str, timeout: float = 30.0) -> dict[str, str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rec = record(r, job_id)
-        if rec.get("status") in ("succeeded", "failed", "canceled"):
-            return rec
-        time.sleep(0.002)
-    raise RuntimeError(f"job {job_id} did not finish within {timeout} s: {record(r, job_id)}")
 
 
 def create_to_running(client: httpx.Client, r: redis.Redis, n: int) -> dict:
@@ -260,42 +141,6 @@ def overhead_sse(client: httpx.Client, r: redis.Redis, n: int) -> dict:
         walls.append(t1 - t0)
         f2seen.append(w1 - float(rec["finished_at"]))
     return {"wall": walls, "finished_to_seen": f2seen}
-
-
-async def _submit(base_url: str, body: dict, n: int, concurrency: int) -> list[str]:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
-        gate = asyncio.Semaphore(concurrency)
-
-        async def one() -> str:
-            async with gate:
-                response = await client.post("/v1/jobs", json=body)
-                if response.status_code != 202:
-                    raise RuntimeError(f"create failed: {response.status_code} {response.text}")
-                return response.json()["id"]
-
-        return await asyncio.gather(*(one() for _ in range(n)))
-
-
-def submit_jobs(base_url: str, body: dict, n: int, concurrency: int = 16) -> list[str]:
-    """`n` jobs of `body` created at once (`concurrency` POSTs in flight); their ids."""
-    return asyncio.run(_submit(base_url, body, n, concurrency))
-
-
-def wait_all_terminal(r: redis.Redis, ids: list[str], timeout: float) -> list[list[bytes | None]]:
-    """[status, finished_at] of every job once all have ended (read from Redis directly)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        pipe = r.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.hmget(f"glassbox:job:{job_id}", "status", "finished_at")
-        rows = pipe.execute()
-        if all(row[0] in TERMINAL for row in rows):
-            return rows
-        if time.monotonic() > deadline:
-            waiting = sum(row[0] not in TERMINAL for row in rows)
-            raise RuntimeError(f"{waiting} of {len(ids)} jobs not finished within {timeout} s")
-        time.sleep(0.02)
 
 
 def burst(base_url: str, r: redis.Redis, n: int) -> dict:

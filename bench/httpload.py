@@ -1,12 +1,15 @@
 """A minimal keep-alive HTTP/1.1 load client for the benchmarks: raw requests on asyncio
-streams, so that the client costs the shared 2 cores as little as possible."""
+streams, so that the client costs the shared 2 cores as little as possible; and what a load
+measures (latency percentiles, the server's CPU time)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -80,3 +83,21 @@ def run_load(port: int, requests: list[bytes], clients: int, seconds: float) -> 
         return out
 
     return asyncio.run(load())
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), 0 where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -41,7 +41,7 @@ import httpx
 
 from bench import results_dir
 from bench.__main__ import git_commit
-from bench.backbone import Processes, free_port, wait_http
+from bench.processes import Processes, free_port, wait_http
 
 RESNET = "torchvision/resnet50?weights=random&seed=0"
 RESNET_IMAGES = 4  # inline images of the resnet50 deconvnet job ("a few images")

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from bench import results_dir
-from bench.backbone import ROOT, Processes, free_port, wait_http
+from bench.processes import ROOT, Processes, free_port, wait_http
 
 MODELS = [
     "torchvision/vgg16?weights=random&seed=0",

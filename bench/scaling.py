@@ -37,9 +37,10 @@ from pathlib import Path
 import redis
 
 from bench import results_dir
-from bench.backbone import ROOT, Processes, free_port, percentile, submit_jobs, wait_all_terminal, wait_http
 from bench.bare_app import ARTIFACT_BYTES
-from bench.httpload import LoadResult, raw_request, run_load
+from bench.httpload import LoadResult, percentile, raw_request, run_load
+from bench.jobclient import submit_jobs, wait_all_terminal
+from bench.processes import ROOT, Processes, free_port, wait_http
 from service.catalogs import ModelCatalog
 from service.jobstore import JobStore
 from service.settings import Settings

@@ -24,7 +24,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.backbone import Processes, free_port, wait_http  # noqa: E402
+from bench.processes import Processes, free_port, wait_http  # noqa: E402
 from service.client import Client  # noqa: E402
 
 IMAGES = ROOT / "docs" / "images"
