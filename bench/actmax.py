@@ -7,7 +7,7 @@ default settings (1/f Fourier parameterization, decorrelated colour, Lucid's sta
 transforms, Adam; each step's image resized to vgg16's 224 px input), channel objectives on an
 early layer (`features.3`, relu1_2) and a late one (`features.29`, relu5_3). Per layer:
 
-- **job loop**: wall time per step of the job's own loop (`worker.kinds.activation_maximization.prepare`
+- **job loop**: wall time per step of the job's own loop (`worker.kinds.activation_maximization.compute.prepare`
   + `render`: parameterization, transforms, resize, normalization, truncated forward, objective,
   backward, Adam), for 8 units in one batch;
 - **raw fwd+bwd**: a hand-truncated `nn.Sequential(features[:k+1])`, forward and backward of the
@@ -39,7 +39,7 @@ from torch import nn
 from bench import results_dir
 from service.kinds.activation_maximization import ActivationMaximizationParams
 from worker.core.probe import inspect_layers
-from worker.kinds.activation_maximization import prepare
+from worker.kinds.activation_maximization.compute import prepare
 from worker.models.torchvision_models import catalog_record
 
 render_module = importlib.import_module("worker.core.actmax.render")  # the module, not the function

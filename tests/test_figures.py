@@ -16,7 +16,7 @@ from worker.core.attribution.charts import beeswarm_png, beeswarm_sample, import
 from worker.core.deconvnet import channel_maxima, distinct_channels, strongest_channels
 from worker.core.figures import image_grid_png
 from worker.core.imaging import enlarge, prepare_images
-from worker.kinds.actmax_figure import grid_layout
+from worker.kinds.activation_maximization.figures import grid_layout
 from worker.models.shapes import SHAPES_INPUT, load_shapes_cnn, shapes_val
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from service.kinds.model_inspection import ModelInspectionParams
-from worker.context import ArtifactBlob, JobContext, JobFailed, JobOutput
+from worker.artifacts import json_artifact
+from worker.context import JobContext, JobFailed, JobOutput
 
 
 def run_model_inspection(ctx: JobContext, params: ModelInspectionParams) -> JobOutput:
@@ -27,10 +26,7 @@ def run_model_inspection(ctx: JobContext, params: ModelInspectionParams) -> JobO
         "device": ctx.device,
     }
     document = {**summary, "input": record.get("input"), "layer_list": record.get("layers")}
-    return JobOutput(
-        summary=summary,
-        artifacts=[ArtifactBlob("result.json", "application/json", json.dumps(document, indent=1).encode())],
-    )
+    return JobOutput(summary=summary, artifacts=[json_artifact("result.json", document)])
 
 
 def _mark_upload_failed(ctx: JobContext, reason: str) -> None:

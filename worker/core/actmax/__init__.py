@@ -1,7 +1,7 @@
 """Activation maximization, split as Lucid's optvis: objectives, param, transforms,
 regularizers, and the render loop that knows none of their details.
 
-Pure PyTorch: no Redis, no HTTP. `worker/kinds/activation_maximization.py` adapts a job to it.
+Pure PyTorch: no Redis, no HTTP. `worker/kinds/activation_maximization/` adapts a job to it.
 """
 
 from worker.core.actmax.objectives import Diversity, Objective, make_objective

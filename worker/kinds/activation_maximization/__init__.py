@@ -1,0 +1,105 @@
+"""The `activation_maximization` job (handler `worker.kinds.activation_maximization:run`):
+images rendered from noise to excite a unit, a channel, a layer or a direction as much as they
+can (Olah et al., "Feature Visualization"; the core is worker/core/actmax).
+
+The data path, top to bottom: `compute` builds and runs the optimization into a `Rendering`;
+`report` reads one record per image off it, then result.json and the summary; `figures` draws
+grid.png and the image PNGs. Artifacts, in this order: result.json, images.npy, grid.png,
+image-NNN.png, snapshots.npy (when `thresholds` asked for snapshots).
+
+`execute` is the whole job without Redis (a loaded model and its record in, artifacts out),
+for tests and notebooks; `run` is the worker's handler around it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from service.kinds.activation_maximization import ActivationMaximizationParams
+from worker.artifacts import json_artifact, npy_artifact
+from worker.context import ArtifactBlob, JobContext, JobOutput
+from worker.datasets import ImageSet
+from worker.kinds.activation_maximization import report
+from worker.kinds.activation_maximization.compute import render_images
+from worker.kinds.activation_maximization.figures import grid_artifact, image_artifacts
+from worker.kinds.activation_maximization.report import ModelLoad
+
+__all__ = ["Execution", "execute", "run"]
+
+
+def run(ctx: JobContext, params: ActivationMaximizationParams) -> JobOutput:
+    ctx.progress(0.0, "loading the model", force=True)
+    loaded, cache_hit, load_seconds = ctx.models.load(ctx.tenant, ctx.model)
+
+    def on_step(step: int, steps: int, values: list[float] | None) -> None:
+        fraction = 0.05 + 0.85 * step / steps
+        if values is None:
+            ctx.check()
+            return
+        mean = sum(values) / len(values)
+        ctx.progress(fraction, f"step {step} of {steps}: activation {mean:.4g} (mean), {min(values):.4g} (min)")
+
+    def dataset(dataset_id: str) -> ImageSet:
+        ctx.progress(0.92, f"reading dataset {dataset_id}", force=True)
+        return ctx.datasets.images(ctx.tenant, dataset_id)
+
+    return execute(
+        loaded.module,
+        loaded.record,
+        params,
+        device=ctx.device,
+        model_name=ctx.model,
+        model_load=ModelLoad(load_seconds, cache_hit),
+        on_step=on_step,
+        on_phase=lambda fraction, message: ctx.progress(fraction, message, force=True),
+        check=ctx.check,
+        dataset=dataset,
+    ).job_output()
+
+
+@dataclass
+class Execution:
+    document: dict[str, Any]  # result.json
+    summary: dict[str, Any]
+    artifacts: list[ArtifactBlob]  # every artifact, result.json first
+
+    def job_output(self) -> JobOutput:
+        return JobOutput(summary=self.summary, artifacts=self.artifacts)
+
+
+def execute(
+    model: torch.nn.Module,
+    record: dict[str, Any],
+    params: ActivationMaximizationParams,
+    *,
+    device: str,
+    model_name: str | None = None,
+    model_load: ModelLoad | None = None,
+    on_step: Callable[[int, int, list[float] | None], None] | None = None,
+    on_phase: Callable[[float, str], None] | None = None,
+    check: Callable[[], None] | None = None,
+    dataset: Callable[[str], ImageSet] | None = None,
+) -> Execution:
+    """The whole job without Redis: `model` loaded on `device`, `record` its catalog record
+    (input contract, labels, layers); `dataset(id)` returns a reference dataset's images."""
+    rendering = render_images(
+        model, record, params, device=device, on_step=on_step, on_phase=on_phase, check=check, dataset=dataset
+    )
+    name = model_name or record.get("id")
+    images = report.image_records(rendering, params)
+    document = report.result_document(rendering, images, params, model=name, device=device, model_load=model_load)
+    artifacts = [
+        json_artifact("result.json", document),
+        npy_artifact("images.npy", rendering.images),
+        grid_artifact(rendering, images, params, name),
+        *image_artifacts(rendering, images),
+    ]
+    if rendering.snapshots is not None:
+        artifacts.append(npy_artifact("snapshots.npy", rendering.snapshots))
+    return Execution(
+        document=document, summary=report.summary(rendering, images, params, device=device), artifacts=artifacts
+    )

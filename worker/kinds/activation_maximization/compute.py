@@ -1,0 +1,236 @@
+"""The PyTorch half of an activation-maximization job: build the optimization from the params,
+render the images, measure them, and find each unit's strongest image in a reference dataset.
+
+`prepare` is separate from `render_images` so that bench/actmax.py can time the job's own
+render loop without the measuring around it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from service.kinds.activation_maximization import ActivationMaximizationParams
+from service.kinds.actmax_objective import resolve_objective
+from service.validation import InvalidRequest
+from worker.context import JobFailed
+from worker.core.actmax import (
+    Compose,
+    DeadObjective,
+    Diversity,
+    ImageParam,
+    ModelInput,
+    Objective,
+    Regularizer,
+    RenderResult,
+    make_objective,
+    make_param,
+    make_regularizers,
+    make_transforms,
+    measure_images,
+    render,
+    unit_maxima,
+)
+from worker.core.actmax.render import NonFiniteObjective
+from worker.core.imaging import prepare_images
+from worker.datasets import ImageSet
+
+DATASET_BATCH = 64  # reference-dataset images per forward pass
+ROBUST_SAMPLES = 8  # random transforms each finished image is measured under (robust_activation)
+
+
+@dataclass
+class Setup:
+    """The parts of one optimization, built from the job's params (see `render`)."""
+
+    resolved: dict[str, Any]  # the objective with its layer, units and position resolved
+    objective: Objective
+    param: ImageParam
+    to_input: ModelInput
+    transforms: Compose
+    transform_specs: list[dict[str, Any]]
+    regularizers: list[Regularizer]
+    diversity: Diversity | None
+    generator: torch.Generator
+    max_frequency: float | None
+
+    def render(self, model: torch.nn.Module, params: ActivationMaximizationParams, **kwargs: Any) -> RenderResult:
+        return render(
+            model,
+            self.objective,
+            self.param,
+            to_input=self.to_input,
+            transforms=self.transforms,
+            generator=self.generator,
+            steps=kwargs.pop("steps", params.steps),
+            lr=params.lr,
+            optimizer=params.optimizer,
+            regularizers=self.regularizers,
+            diversity=self.diversity,
+            thresholds=params.thresholds,
+            **kwargs,
+        )
+
+
+@dataclass
+class Rendering:
+    """What the optimization made and how the model responds to it; the rest of the job reads
+    only this."""
+
+    setup: Setup
+    labels: list[str]  # the model's class labels ([] when it has none)
+    result: RenderResult  # images, per-step history, dead flags, snapshots, timings
+    images: np.ndarray  # [N, 3, H, W] float32 in [0, 1]
+    measured: dict[str, Any]  # measure_images: activation, robust_activation, top_unit, is_top_unit
+    dataset_max: list[float | None]  # per distinct unit (objective.unit_ids): best reference image value
+    dataset_max_image: list[str | None]  # ... and that image's name (None without a reference dataset)
+    snapshot_steps: list[int]
+    snapshots: np.ndarray | None  # [steps, N, 3, H, W]: the images at `params.thresholds`
+
+
+def prepare(
+    model: torch.nn.Module, record: dict[str, Any], params: ActivationMaximizationParams, *, device: str
+) -> Setup:
+    resolved = _resolve(params, record)
+    generator = torch.Generator().manual_seed(params.seed)
+    objective = make_objective(
+        resolved["type"],
+        resolved["layer"],
+        resolved["units"],
+        images_per_unit=params.images_per_unit,
+        position=resolved["position"],
+        vector=resolved["vector"],
+        softmax_weight=params.objective.softmax_weight,
+        softmax_start=params.objective.softmax_start,
+    )
+    to_input = ModelInput(record["input"], device)
+    # An image rendered larger than the model's input is band-limited to what the model sees.
+    ratio = max(to_input.size) / params.size
+    max_frequency = 0.5 * ratio if ratio < 1 else None
+    param = make_param(
+        params.parameterization,
+        objective.n,
+        params.size,
+        generator=generator,
+        decorrelate=params.decorrelate,
+        device=device,
+        sd=params.init_sd,
+        max_frequency=max_frequency,
+    )
+    transform_specs = params.transform_specs()
+    return Setup(
+        resolved=resolved,
+        objective=objective,
+        param=param,
+        to_input=to_input,
+        transforms=make_transforms(transform_specs),
+        transform_specs=transform_specs,
+        regularizers=make_regularizers(**params.regularizers.model_dump()),
+        diversity=Diversity(params.diversity, objective.groups()) if params.diversity > 0 else None,
+        generator=generator,
+        max_frequency=max_frequency,
+    )
+
+
+def render_images(
+    model: torch.nn.Module,
+    record: dict[str, Any],
+    params: ActivationMaximizationParams,
+    *,
+    device: str,
+    on_step: Callable[[int, int, list[float] | None], None] | None = None,
+    on_phase: Callable[[float, str], None] | None = None,
+    check: Callable[[], None] | None = None,
+    dataset: Callable[[str], ImageSet] | None = None,
+) -> Rendering:
+    """`model` loaded on `device`, `record` its catalog record (input contract, labels, layers);
+    `dataset(id)` returns a reference dataset's images."""
+    phase = on_phase or (lambda fraction, message: None)
+    setup = prepare(model, record, params, device=device)
+    resolved, objective = setup.resolved, setup.objective
+
+    phase(0.05, f"rendering {objective.n} images")
+    try:
+        result = setup.render(model, params, callback=on_step)
+    except DeadObjective as exc:
+        raise JobFailed(
+            "dead-objective",
+            "The objective is dead on random input",
+            f"the gradient of {resolved['type']} {resolved['units'] or ''} at layer {resolved['layer']!r} "
+            f"stayed exactly zero for the first {exc.steps} steps (e.g. a ReLU unit that never fires "
+            "on the starting images): there is nothing to ascend. Pick another unit or layer "
+            "(a pre-activation layer such as the convolution before the ReLU often works).",
+        ) from exc
+    except NonFiniteObjective as exc:
+        raise JobFailed("objective-not-finite", "The objective became NaN or infinite", str(exc)) from exc
+
+    phase(0.9, "measuring the images")
+    measured = measure_images(
+        model,
+        objective,
+        result.images,
+        to_input=setup.to_input,
+        transforms=setup.transforms,
+        generator=setup.generator,
+        robust_samples=ROBUST_SAMPLES,
+    )
+    dataset_max: list[float | None] = [None] * len(objective.unit_ids)
+    dataset_max_image: list[str | None] = [None] * len(objective.unit_ids)
+    if params.reference_dataset:
+        dataset_max, dataset_max_image = _reference_maxima(model, record, params, setup, device, check, dataset)
+    steps = sorted(result.snapshots)
+    return Rendering(
+        setup=setup,
+        labels=record.get("labels") or [],
+        result=result,
+        images=result.images.numpy().astype(np.float32),
+        measured=measured,
+        dataset_max=dataset_max,
+        dataset_max_image=dataset_max_image,
+        snapshot_steps=steps,
+        snapshots=np.stack([result.snapshots[s].numpy() for s in steps]) if steps else None,
+    )
+
+
+def _resolve(params: ActivationMaximizationParams, record: dict[str, Any]) -> dict[str, Any]:
+    """The submit-time resolution again, on the record as loaded; its errors become job failures."""
+    try:
+        resolved = resolve_objective(params, record)
+    except InvalidRequest as exc:
+        raise JobFailed("invalid-params", "Invalid objective", exc.detail) from exc
+    if resolved is None:
+        raise JobFailed("model-invalid", "The model's layers are unknown", "inspection recorded no layers")
+    if "image" not in (record.get("input") or {}):
+        raise JobFailed("invalid-params", "Not an image model", f"{record['id']!r} has no image input contract")
+    return resolved
+
+
+def _reference_maxima(
+    model: torch.nn.Module,
+    record: dict[str, Any],
+    params: ActivationMaximizationParams,
+    setup: Setup,
+    device: str,
+    check: Callable[[], None] | None,
+    dataset: Callable[[str], ImageSet] | None,
+) -> tuple[list[float], list[str]]:
+    """Each unit's strongest value over the reference dataset and the image where it is reached:
+    the yardstick that says whether a rendered image beats real ones."""
+    if dataset is None:
+        raise JobFailed("invalid-params", "No datasets here", "reference_dataset needs a dataset loader")
+    image_set = dataset(params.reference_dataset)
+    if not image_set.images:
+        raise JobFailed("invalid-params", "The reference dataset is empty", params.reference_dataset)
+
+    def batches():
+        for start in range(0, len(image_set.images), DATASET_BATCH):
+            if check is not None:
+                check()
+            yield prepare_images(image_set.images[start : start + DATASET_BATCH], record["input"], device)
+
+    maxima, where = unit_maxima(model, setup.objective, batches())
+    return maxima, [image_set.names[i] for i in where]

@@ -1,0 +1,165 @@
+"""The PyTorch half of a deconvnet job: which neurons to show, and their projections to pixels.
+
+Everything after this (result.json, the PNGs) is drawn from the `Projections` it returns, so
+the model and the images are read here only.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from service.kinds.deconvnet import DEFAULT_TOP_CHANNELS, DeconvnetParams, check_deconvnet
+from worker.context import JobContext, JobFailed
+from worker.core.deconvnet import (
+    ChannelChoice,
+    Neuron,
+    channel_maxima,
+    distinct_channels,
+    project,
+    receptive_fields,
+    top_neurons,
+)
+from worker.core.imaging import denormalize, prepare_images
+from worker.core.probe import capture_activation
+from worker.datasets import decode_image
+
+
+@dataclass(frozen=True)
+class ProjectedNeuron:
+    """One neuron shown: `index` is its row in `Projections.reconstructions` (and the NNN of
+    its PNGs); `image_index` indexes the job's images (the dataset's, or the inline ones)."""
+
+    index: int
+    channel: int
+    image_index: int
+    image_name: str | None
+    position: tuple[int, ...]  # (y, x) in the layer's map; () for a vector layer
+    activation: float
+    receptive_field: tuple[int, int, int, int]  # (y0, x0, y1, x1) in input pixels
+
+
+@dataclass
+class Projections:
+    layer: dict[str, Any]  # the layer's entry in the model record (name, type, output_shape)
+    images: int  # how many images were searched
+    channels: list[int]  # shown in this order (dead ones included: the result lists them)
+    choice: ChannelChoice | None  # how the channels were chosen, when the job did not name them
+    choice_description: str  # the same, in a sentence (result.json and the figure's notes)
+    channel_max: dict[int, float]  # each channel's largest activation over the images
+    dead: list[int]  # channels that never activate (max <= 0): nothing to project
+    neurons: list[ProjectedNeuron]  # strongest first within each channel
+    reconstructions: np.ndarray  # [neurons, C, H, W] float32 in the model's input space, uncropped
+    originals: np.ndarray  # [images used, C, H, W] in [0, 1]: the images the neurons live in
+    original_row: dict[int, int]  # image_index -> row of `originals`
+
+
+def project_neurons(ctx: JobContext, params: DeconvnetParams) -> Projections:
+    """Load the model and the images, pick the neurons (the top images of the chosen channels,
+    or the one neuron asked for) and project each back to pixels."""
+    ctx.progress(0.0, "loading the model and images", force=True)
+    loaded, _, _ = ctx.models.load(ctx.tenant, ctx.model)
+    model, record = loaded.module, loaded.record
+    if not record.get("layers"):
+        raise JobFailed("model-invalid", "The model's layers are unknown", "inspection recorded no layers")
+    check_deconvnet(params, record)  # the submit-time check, now with the record as loaded
+    layer = next(entry for entry in record["layers"] if entry["name"] == params.layer)
+    names, pictures = _pictures(ctx, params)
+    spec = record["input"]["image"]
+
+    def batches():
+        for start in range(0, len(pictures), params.batch_size):
+            yield prepare_images(pictures[start : start + params.batch_size], record["input"], ctx.device)
+
+    ctx.progress(0.05, f"forward pass of {len(pictures)} images to {params.layer}")
+    values, positions = channel_maxima(model, batches(), params.layer, check=ctx.check)
+    if params.position is not None:
+        channel, position = params.channels[0], tuple(params.position)
+        first = prepare_images(pictures[:1], record["input"], ctx.device)
+        with torch.no_grad():
+            value = float(capture_activation(model, first, params.layer)[(0, channel, *position)])
+        neurons = [Neuron(0, channel, position, value)]
+        channels = [channel]
+        choice = None
+    else:
+        choice = (
+            None
+            if params.channels
+            else distinct_channels(values, params.top_channels or DEFAULT_TOP_CHANNELS, params.top_k)
+        )
+        channels = params.channels or choice.channels
+        neurons = top_neurons(values, positions, channels, params.top_k)
+    channel_max = {c: float(values[:, c].max()) for c in channels}
+    dead = [c for c in channels if channel_max[c] <= 0.0]
+    live = [n for n in neurons if n.channel not in dead]
+
+    # Only the images the kept neurons live in are needed from here on.
+    used = sorted({n.image_index for n in live}) or [0]
+    original_row = {image_index: row for row, image_index in enumerate(used)}
+    images = prepare_images([pictures[i] for i in used], record["input"], ctx.device)
+    local = [Neuron(original_row[n.image_index], n.channel, n.position, n.activation) for n in live]
+
+    ctx.progress(0.3, f"projecting {len(live)} neurons ({params.method})")
+    total = max(1, len(live))
+    done = 0
+
+    def check_and_report() -> None:
+        nonlocal done
+        done += params.batch_size
+        ctx.progress(0.3 + 0.5 * min(1.0, done / total), f"projected {min(done, total)} of {total} neurons")
+
+    projections = project(model, images, params.layer, local, params.method, params.batch_size, check=check_and_report)
+    ctx.progress(0.85, "receptive fields and figures")
+    boxes = receptive_fields(model, images[:1], params.layer, [n.position for n in live], batch_size=params.batch_size)
+    shown = [
+        ProjectedNeuron(
+            index=index,
+            channel=neuron.channel,
+            image_index=neuron.image_index,
+            image_name=names[neuron.image_index] if names else None,
+            position=neuron.position,
+            activation=neuron.activation,
+            receptive_field=tuple(boxes[neuron.position]),
+        )
+        for index, neuron in enumerate(live)
+    ]
+    return Projections(
+        layer=layer,
+        images=len(pictures),
+        channels=channels,
+        choice=choice,
+        choice_description=_choice_description(params, choice, len(pictures)),
+        channel_max=channel_max,
+        dead=dead,
+        neurons=shown,
+        reconstructions=projections.float().cpu().numpy(),
+        originals=denormalize(images, spec).clamp(0, 1).cpu().numpy(),
+        original_row=original_row,
+    )
+
+
+def _pictures(ctx: JobContext, params: DeconvnetParams) -> tuple[list[str] | None, list[np.ndarray]]:
+    """(names, uint8 pictures): a dataset's, or the inline images (data URLs or bare base64)."""
+    if params.dataset is not None:
+        image_set = ctx.datasets.images(ctx.tenant, params.dataset)
+        return image_set.names, image_set.images
+    pictures = [
+        decode_image(base64.b64decode(text.split(",", 1)[-1]), f"images[{i}]") for i, text in enumerate(params.images)
+    ]
+    return None, pictures
+
+
+def _choice_description(params: DeconvnetParams, choice: ChannelChoice | None, images: int) -> str:
+    if params.position is not None:
+        return f"the neuron at position {params.position} of channel {params.channels[0]} in the given image"
+    if choice is None:
+        return "the channels asked for"
+    return (
+        f"chosen to show different things: the strongest channel, then each time the one whose top {params.top_k} "
+        f"images overlap least with those of the channels already shown, among the {choice.candidates} channels "
+        f"that activate on the {images} images"
+    )
