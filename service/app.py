@@ -21,12 +21,13 @@ from service.api.docs import mount_docs
 from service.api.metrics import JobStatsCollector, RequestMetrics, RequestMetricsMiddleware
 from service.api.problems import document_problems, install_problem_handlers
 from service.api.web import mount_web
-from service.blobs import BlobStore
+from service.blobs import RedisUploads
 from service.catalogs import DatasetCatalog, ModelCatalog
 from service.jobstore import AsyncJobReader, JobRuns, JobStore, Reaper
 from service.plugins import load_plugins
 from service.redis_connection import UNCONFIGURED_REDIS_URL, redis_options
 from service.settings import Settings
+from service.storage import open_blob_store
 from service.webhooks import WebhookSender
 
 log = logging.getLogger("glassbox.api")
@@ -90,11 +91,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # asyncio.wait_for when one is set, which costs a task per command on the hottest path.
     app.state.async_redis = redis.asyncio.Redis.from_url(url, **{**redis_options(), "socket_timeout": None})
     app.state.store = JobStore(connection, settings)
-    app.state.reaper = Reaper(JobRuns(app.state.store), owner=f"api-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    app.state.blobs = open_blob_store(settings)
+    app.state.reaper = Reaper(
+        JobRuns(app.state.store), owner=f"api-{os.getpid()}-{uuid.uuid4().hex[:6]}", files=app.state.blobs
+    )
     app.state.reader = AsyncJobReader(app.state.async_redis, app.state.store.keys)
     app.state.catalog = ModelCatalog(connection, settings)
     app.state.datasets = DatasetCatalog(connection, settings)
-    app.state.blobs = BlobStore(connection, settings)
+    app.state.uploads = RedisUploads(connection, settings)
     registry = CollectorRegistry()
     registry.register(JobStatsCollector(app.state.store))
     app.state.metrics_registry = registry

@@ -7,7 +7,7 @@ import redis
 from service.settings import Settings
 
 
-class BlobStore:
+class RedisUploads:
     def __init__(self, connection: redis.Redis, settings: Settings):
         self.redis = connection
         self.namespace = settings.namespace

@@ -12,13 +12,14 @@ deployments can share one Redis:
   ns:running                   sorted set: running job ids by start time (for the reaper)
   ns:workers                   sorted set: worker names by last heartbeat time
   ns:reaper-lock               string: held by the one process that reaps this interval
-  ns:artifact:{id}:{name}      string: one artifact's bytes (expires with the job)
+  ns:artifact:{id}:{name}      string: an artifact of before the blob store (read until it expires)
   ns:idem:{t}:{sha256(key)}    string: JSON {id, fingerprint} of an Idempotency-Key
   ns:events:{id}               pub/sub channel: status and progress of one job
   ns:stats:jobs                hash: `kind|status` -> jobs that reached that status
   ns:stats:duration            hash: `kind|bucket` -> finished jobs by run time
   ns:{collection}:{scope}      hash: catalog records (collection `models` or `datasets`)
-  ns:blob:{collection}:{scope}:{id}   string: an uploaded file
+  ns:blob-leases               sorted set: blob-store prefixes by when they may be deleted
+  ns:blob:{collection}:{scope}:{id}   string: an uploaded file of before the blob store (migrated)
   ns:webhooks:...              webhook deliveries (see service/webhooks.py)
   {namespace}-jobs             RQ's queue (RQ keeps its own keys under `rq:`)
 """
@@ -100,6 +101,10 @@ class Keys:
 
     def catalog(self, collection: str, scope: str) -> str:
         return f"{self.ns}:{collection}:{scope}"
+
+    @property
+    def blob_leases(self) -> str:
+        return f"{self.ns}:blob-leases"
 
     def blob(self, collection: str, scope: str, blob_id: str) -> str:
         return f"{self.ns}:blob:{collection}:{scope}:{blob_id}"

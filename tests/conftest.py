@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 TEST_MODEL = "test-model"
 ALICE, BOB = "key-alice-0123456789", "key-bob-0123456789"
 TEST_KINDS_PLUGIN = "tests.plugins.lifecycle"
+SESSION_DATA_DIR = tempfile.mkdtemp(prefix="glassbox-test-data-")
 
 
 class RedisProcess:
@@ -112,6 +114,10 @@ class Stack:
             "GLASSBOX_REAPER_INTERVAL_SECONDS": "0.5",
             "GLASSBOX_PROGRESS_INTERVAL_SECONDS": "0.1",
             "GLASSBOX_DEVICE": "cpu",
+            # Blobs and caches in the session's own folder, never a user's .glassbox (blob keys
+            # are unique per job or upload, so stacks can share it, and its torchvision catalog
+            # cache spares every worker after the first an import of torchvision).
+            "GLASSBOX_DATA_DIR": SESSION_DATA_DIR,
         }
         env.update({f"GLASSBOX_{k.upper()}": str(v) for k, v in settings.items()})
         self.env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
@@ -146,6 +152,12 @@ class Stack:
             before = len(self.live_workers())
             wait_until(lambda: len(self.live_workers()) > before, timeout=120, what="the worker to beat")
         return process
+
+    def blob_store(self):
+        """The stack's blob store, as its processes open it."""
+        from service.storage import open_blob_store
+
+        return open_blob_store(self.settings)
 
     def live_workers(self) -> list[str]:
         since = time.time() - self.settings.worker_lost_after_seconds

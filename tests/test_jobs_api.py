@@ -235,12 +235,13 @@ def test_delete_forgets_a_finished_job_and_its_artifacts_but_refuses_an_unfinish
     client = stack.client()
     job = stack.create(client, {"steps": 1})
     stack.wait_status(client, job["id"], {"succeeded"})
-    artifact_keys = stack.redis.keys(f"{stack.namespace}:artifact:{job['id']}:*")
-    assert len(artifact_keys) == 2
+    files = stack.blob_store()
+    assert len(list(files.list_blobs(f"artifacts/{job['id']}"))) == 2
     assert client.delete(f"/v1/jobs/{job['id']}").status_code == 204
     assert_problem(client.get(f"/v1/jobs/{job['id']}"), 404)
     assert_problem(client.get(f"/v1/jobs/{job['id']}/artifacts/result.json"), 404)
-    assert stack.redis.keys(f"{stack.namespace}:artifact:{job['id']}:*") == []
+    # The files go at the next sweep of the elected reaper (every GLASSBOX_REAPER_INTERVAL_SECONDS).
+    wait_until(lambda: not list(files.list_blobs(f"artifacts/{job['id']}")), timeout=10, what="the files to be deleted")
     assert job["id"] not in {j["id"] for j in client.get("/v1/jobs", params={"page_size": 200}).json()["items"]}
 
     running = stack.create(client, {"steps": 100, "step_seconds": 0.05})

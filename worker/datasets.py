@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from service.blobs import BlobStore
+from service.blobs import RedisUploads
 from service.catalogs import DatasetCatalog
 from worker.context import JobFailed
 from worker.models import shapes
@@ -32,7 +32,7 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
 
 
 class DatasetLoader:
-    def __init__(self, catalog: DatasetCatalog, blobs: BlobStore):
+    def __init__(self, catalog: DatasetCatalog, blobs: RedisUploads):
         self.catalog = catalog
         self.blobs = blobs
 

@@ -15,14 +15,16 @@ import redis
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
-from service.blobs import BlobStore
+from service.blob_leases import BlobLeases
+from service.blobs import RedisUploads
 from service.catalogs import BUILTIN_SCOPE, DatasetCatalog, ModelCatalog
 from service.catalogspec import ModelInfo
-from service.jobstore import JobRuns, JobStore, Reaper
+from service.jobstore import ArtifactFiles, JobRuns, JobStore, Reaper
 from service.plugins import load_plugins
 from service.readiness import mark_builtins_registered
 from service.redis_connection import redis_options
 from service.settings import Settings
+from service.storage import open_blob_store
 from worker.datasets import DatasetLoader
 from worker.device import resolve_device
 from worker.models.builtin import BUILTIN_MODELS, builtin_dataset_records
@@ -66,7 +68,7 @@ class Heartbeat(threading.Thread):
 
     def run(self) -> None:
         settings = self.runtime.settings
-        reaper = Reaper(self.runtime.runs, owner=self.runtime.name)
+        reaper = Reaper(self.runtime.runs, owner=self.runtime.name, files=self.runtime.artifacts.store)
         next_reap = time.monotonic() + settings.reaper_interval_seconds
         while not self.stopped.is_set():
             try:
@@ -142,13 +144,15 @@ def run_worker(settings: Settings) -> int:
     device = resolve_device(settings.device)
     catalog = ModelCatalog(connection, settings)
     dataset_catalog = DatasetCatalog(connection, settings)
-    blobs = BlobStore(connection, settings)
+    blobs = RedisUploads(connection, settings)
     store = JobStore(connection, settings)
+    files = open_blob_store(settings)
     runtime = WorkerRuntime(
         name=worker_name(),
         settings=settings,
         store=store,
         runs=JobRuns(store),
+        artifacts=ArtifactFiles(files, BlobLeases(connection, store.keys)),
         kinds=plugins.kinds,
         device=device,
         models=ModelLoader(catalog, blobs, ModelCache(settings.model_cache_bytes), device),

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.jobspec import JobKind
-from service.jobstore import JobRuns, JobStore
+from service.jobstore import ArtifactFiles, JobRuns, JobStore
 from service.settings import Settings
 
 
@@ -25,6 +25,7 @@ class WorkerRuntime:
     settings: Settings
     store: JobStore
     runs: JobRuns
+    artifacts: ArtifactFiles
     kinds: dict[str, JobKind]
     device: str
     models: Any = None  # worker.models.loader.ModelLoader

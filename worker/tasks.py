@@ -76,7 +76,12 @@ def _run_job(job_id: str) -> None:
             raise JobFailed("invalid-params", "This worker does not run this job kind", record.kind)
         params = validate_params(kind, record.params, runtime.settings)
         output = runtime.handler(kind)(ctx, params)
-        outcome = runs.finish(job_id, runtime.name, JobStatus.succeeded, summary=output.summary, artifacts=output.artifacts)
+        prefix, refs = runtime.artifacts.write(job_id, output.artifacts)
+        outcome = runs.finish(
+            job_id, runtime.name, JobStatus.succeeded, summary=output.summary, artifacts=refs, artifacts_prefix=prefix
+        )
+        if outcome != "finished":
+            runtime.artifacts.discard(prefix)
         log.info("job %s %s in %.3f s", job_id, outcome, time.perf_counter() - started)
     except OwnershipLost:
         log.warning("job %s was taken from this worker (reaped or deleted); its result is dropped", job_id)

@@ -15,7 +15,7 @@ from service.api.deps import Datasets, Store, problem_responses
 from service.api.head import add_head_routes
 from service.api.operation_ids import camel_case_operation_id
 from service.api.problems import ProblemError
-from service.blobs import BlobStore
+from service.blobs import RedisUploads
 from service.catalogs import BUILTIN_SCOPE, ModelCatalog
 from service.catalogspec import DatasetInfo, ModelInfo, ModelManifest, ModelSummary
 from service.kinds.model_inspection import MODEL_INSPECTION
@@ -33,12 +33,12 @@ async def get_models(request: Request) -> ModelCatalog:
     return request.app.state.catalog
 
 
-async def get_blobs(request: Request) -> BlobStore:
-    return request.app.state.blobs
+async def get_blobs(request: Request) -> RedisUploads:
+    return request.app.state.uploads
 
 
 Models = Annotated[ModelCatalog, Depends(get_models)]
-Blobs = Annotated[BlobStore, Depends(get_blobs)]
+Blobs = Annotated[RedisUploads, Depends(get_blobs)]
 
 
 def _rejected(exc: UploadRejected, field: str = "file") -> ProblemError:

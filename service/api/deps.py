@@ -18,6 +18,7 @@ _PROBLEM_DESCRIPTIONS = {
     409: "Conflict with the job's current state",
     413: "Request body too large",
     415: "Unsupported content type",
+    416: "The range starts past the end of the file (`Content-Range: bytes */size`)",
     422: "Validation failed; `errors` names each field",
     503: "Redis is unavailable; retry after `Retry-After` seconds",
 }

@@ -5,17 +5,19 @@ workers both use it). Read in this order:
 - record.py    the typed job record and its codec
 - scripts.py   the Lua transitions (lua.py: how they are called by name)
 - store.py     reads and client transitions (create, cancel, delete), admission onto RQ
+- artifacts.py a job's artifacts as blob-store files (written before the finish publishes them)
 - runs.py      worker transitions (start, progress, finish, requeue) and liveness
 - reaper.py    settling jobs of dead workers, one elected reaper per interval
 - reader.py    the API's cached async reads
 - stats.py     counts and durations for /metrics
 """
 
+from service.jobstore.artifacts import ArtifactBlob, ArtifactFiles, artifact_url
 from service.jobstore.ids import decode_page_token, encode_page_token, new_job_id, request_fingerprint
 from service.jobstore.reader import AsyncJobReader
 from service.jobstore.reaper import Reaper
 from service.jobstore.record import JobRecord
-from service.jobstore.runs import ArtifactBlob, JobRuns, OwnershipLost, RequeueOutcome, artifact_url
+from service.jobstore.runs import JobRuns, OwnershipLost, RequeueOutcome
 from service.jobstore.stats import JOB_DURATION_BUCKETS, job_stats
 from service.jobstore.store import CancelOutcome, CreateOutcome, JobStore
 from service.keys import Keys
@@ -23,6 +25,7 @@ from service.keys import Keys
 __all__ = [
     "JOB_DURATION_BUCKETS",
     "ArtifactBlob",
+    "ArtifactFiles",
     "AsyncJobReader",
     "CancelOutcome",
     "CreateOutcome",

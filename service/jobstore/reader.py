@@ -66,17 +66,18 @@ class AsyncJobReader:
                 record.cached_json = body
         return body, record.status
 
-    async def artifact(self, tenant: str, job_id: str, name: str) -> tuple[ArtifactRef, bytes] | None:
+    async def artifact(self, tenant: str, job_id: str, name: str) -> tuple[ArtifactRef, str | None] | None:
         """One artifact of the tenant's finished job: its reference from the (cached) record and
-        its bytes, one Redis round trip in all for a job already read."""
+        its blob-store key (None for a job of before the blob store: `legacy_artifact` reads it)."""
         record = await self.tenant_record(tenant, job_id)
         ref = record.artifact(name) if record is not None else None
         if ref is None:
             return None
-        data = await self.redis.get(self.keys.artifact(job_id, name))
-        if data is None:
-            return None
-        return ref, data
+        return ref, record.artifact_key(name)
+
+    async def legacy_artifact(self, job_id: str, name: str) -> bytes | None:
+        """An artifact kept in Redis by a version before the blob store, until its job expires."""
+        return await self.redis.get(self.keys.artifact(job_id, name))
 
     def forget(self, job_id: str) -> None:
         self._events_seen += 1

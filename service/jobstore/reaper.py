@@ -9,23 +9,27 @@ from __future__ import annotations
 
 import time
 
+from service.blob_leases import BlobLeases
 from service.jobspec import JobError, JobStatus
 from service.jobstore.record import _text
 from service.jobstore.runs import JobRuns, RequeueOutcome
 from service.jobstore.store import RQ_TIMEOUT_GRACE_SECONDS
+from service.storage import BlobStore
 
 # Heartbeats older than this are dropped from the workers' sorted set.
 FORGET_WORKERS_AFTER_SECONDS = 24 * 3600
 
 
 class Reaper:
-    def __init__(self, runs: JobRuns, owner: str):
+    def __init__(self, runs: JobRuns, owner: str, files: BlobStore | None = None):
         self.runs = runs
         self.store = runs.store
         self.redis = runs.redis
         self.keys = runs.keys
         self.settings = runs.settings
         self.owner = owner
+        self.files = files
+        self.leases = BlobLeases(self.redis, self.keys)
 
     def reap_if_elected(self) -> dict[str, int] | None:
         """Reap if no other process has this interval; None when another one has it."""
@@ -34,6 +38,8 @@ class Reaper:
             return None
         counts = self.reap()
         self.store.repair_admissions()
+        if self.files is not None:
+            counts["blobs_deleted"] = self.leases.sweep(self.files)
         return counts
 
     def reap(self) -> dict[str, int]:

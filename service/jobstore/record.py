@@ -49,6 +49,9 @@ class JobRecord:
     error: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
     webhook: dict[str, Any] | None = None
+    # Where the artifacts are in the blob store ('' for a job of before the blob store, whose
+    # artifacts are Redis keys until they expire).
+    artifacts_prefix: str = ""
     # The API's serialized `Job`, kept with a cached record (see reader.py); never stored.
     cached_json: bytes | None = field(default=None, repr=False, compare=False)
 
@@ -80,6 +83,7 @@ class JobRecord:
             error=document("error"),
             result=document("result"),
             webhook=document("webhook"),
+            artifacts_prefix=fields.get("artifacts_prefix", ""),
         )
 
     def to_redis(self) -> dict[str, str]:
@@ -110,6 +114,10 @@ class JobRecord:
             if entry.get("name") == name:
                 return ArtifactRef.model_validate(entry)
         return None
+
+    def artifact_key(self, name: str) -> str | None:
+        """The artifact's blob-store key; None for artifacts of before the blob store."""
+        return f"{self.artifacts_prefix}/{name}" if self.artifacts_prefix else None
 
     def is_expired(self, now: float) -> bool:
         return self.expires_at is not None and self.expires_at <= now

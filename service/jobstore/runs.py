@@ -6,10 +6,8 @@ such a worker dies mid-job; heartbeats and the reaper (reaper.py) do, within sec
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from service.jobspec import ArtifactRef, JobError, JobResult, JobStatus
@@ -17,19 +15,6 @@ from service.jobstore import scripts
 from service.jobstore.record import JobRecord, _text
 from service.jobstore.stats import observe_duration
 from service.jobstore.store import JobStore
-
-ARTIFACT_URL = "/v1/jobs/{job_id}/artifacts/{name}"
-
-
-def artifact_url(job_id: str, name: str) -> str:
-    return ARTIFACT_URL.format(job_id=job_id, name=name)
-
-
-@dataclass(frozen=True)
-class ArtifactBlob:
-    name: str
-    content_type: str
-    data: bytes
 
 
 class OwnershipLost(Exception):
@@ -103,30 +88,23 @@ class JobRuns:
         *,
         error: JobError | None = None,
         summary: dict[str, Any] | None = None,
-        artifacts: Sequence[ArtifactBlob] = (),
+        artifacts: Sequence[ArtifactRef] = (),
+        artifacts_prefix: str = "",
     ) -> str:
-        """End a running job atomically with its artifacts: 'finished' or 'not-owner'.
-        `worker` '' settles the job whoever runs it (the reaper)."""
+        """End a running job, publishing its artifacts (already in the blob store under
+        `artifacts_prefix`, see artifacts.py): 'finished' or 'not-owner'. `worker` '' settles the
+        job whoever runs it (the reaper)."""
         record = self.store.record(job_id)
         if record is None:
             return "not-owner"
-        refs = [
-            ArtifactRef(
-                name=a.name,
-                content_type=a.content_type,
-                bytes=len(a.data),
-                sha256=hashlib.sha256(a.data).hexdigest(),
-                url=artifact_url(job_id, a.name),
-            )
-            for a in artifacts
-        ]
-        result = JobResult(artifacts=refs, summary=summary or {}) if status == JobStatus.succeeded else None
+        result = JobResult(artifacts=list(artifacts), summary=summary or {}) if status == JobStatus.succeeded else None
         outcome = _text(
             self._finish(
                 job_key=self.keys.job(job_id),
                 running=self.keys.running,
                 active=self.keys.tenant_active(record.tenant),
                 stats=self.keys.job_stats,
+                leases=self.keys.blob_leases,
                 job_id=job_id,
                 worker=worker,
                 status=status.value,
@@ -135,8 +113,7 @@ class JobRuns:
                 error_json=error.model_dump_json() if error else "",
                 result_json=result.model_dump_json() if result else "",
                 channel=self.keys.events(job_id),
-                artifact_keys=[self.keys.artifact(job_id, a.name) for a in artifacts],
-                artifact_values=[a.data for a in artifacts],
+                artifacts_prefix=artifacts_prefix if result is not None else "",
             )
         )
         if outcome == "finished":

@@ -93,22 +93,19 @@ return 0
 """,
 )
 
-# Ends a running job with its artifacts (`artifact_keys` paired with `artifact_values`).
+# Ends a running job. Its artifacts are already in the blob store under `artifacts_prefix`
+# (held by a lease while they were written): publishing the job moves that lease to the job's
+# expiry, in the same step, so the blobs live exactly as long as the record that lists them.
 # `worker` '' means whoever runs it (the reaper settles jobs of dead workers).
 FINISH = LuaScript(
     "finish",
-    keys=("job_key", "running", "active", "stats"),
-    args=("job_id", "worker", "status", "now", "ttl", "error_json", "result_json", "channel"),
-    rest_keys="artifact_keys",
-    rest_args="artifact_values",
+    keys=("job_key", "running", "active", "stats", "leases"),
+    args=("job_id", "worker", "status", "now", "ttl", "error_json", "result_json", "channel", "artifacts_prefix"),
     body="""
 local state = redis.call('HMGET', job_key, 'status', 'worker', 'kind')
 if state[1] ~= 'running' or (worker ~= '' and state[2] ~= worker) then return 'not-owner' end
 local seconds = tonumber(ttl)
 redis.call('ZREM', running, job_id)
-for i = 1, #artifact_keys do
-  redis.call('SET', artifact_keys[i], artifact_values[i], 'EX', seconds)
-end
 local fields = {'status', status, 'finished_at', now, 'expires_at', tostring(tonumber(now) + seconds)}
 if status == 'succeeded' then
   table.insert(fields, 'fraction'); table.insert(fields, '1')
@@ -116,6 +113,10 @@ if status == 'succeeded' then
 end
 if error_json ~= '' then table.insert(fields, 'error'); table.insert(fields, error_json) end
 if result_json ~= '' then table.insert(fields, 'result'); table.insert(fields, result_json) end
+if artifacts_prefix ~= '' then
+  table.insert(fields, 'artifacts_prefix'); table.insert(fields, artifacts_prefix)
+  redis.call('ZADD', leases, tonumber(now) + seconds, artifacts_prefix)
+end
 redis.call('HSET', job_key, unpack(fields))
 redis.call('EXPIRE', job_key, seconds)
 redis.call('SREM', active, job_id)
@@ -175,16 +176,20 @@ return status
 """,
 )
 
-# Forgets a finished job and its artifacts; 'missing', or the unfinished status that prevents it.
+# Forgets a finished job and its artifacts (their blobs are deleted at the next sweep; artifacts
+# of before the blob store are Redis keys, `artifact_keys`); 'missing', or the unfinished status
+# that prevents it.
 DELETE = LuaScript(
     "delete",
-    keys=("job_key", "tenant_jobs"),
+    keys=("job_key", "tenant_jobs", "leases"),
     args=("job_id", "channel"),
     rest_keys="artifact_keys",
     body="""
-local status = redis.call('HGET', job_key, 'status')
+local state = redis.call('HMGET', job_key, 'status', 'artifacts_prefix')
+local status = state[1]
 if not status then return 'missing' end
 if status == 'queued' or status == 'running' then return status end
+if state[2] and state[2] ~= '' then redis.call('ZADD', leases, 0, state[2]) end
 redis.call('DEL', job_key)
 for i = 1, #artifact_keys do redis.call('DEL', artifact_keys[i]) end
 redis.call('ZREM', tenant_jobs, job_id)

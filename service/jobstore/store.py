@@ -220,17 +220,19 @@ class JobStore:
 
     def delete(self, tenant: str, job_id: str) -> str:
         """'deleted', 'missing', or the unfinished status that prevents it."""
-        job = self.get(tenant, job_id)
-        if job is None:
+        record = self.record(job_id)
+        if record is None or record.tenant != tenant:
             return "missing"
-        artifact_keys = [self.keys.artifact(job_id, a.name) for a in (job.result.artifacts if job.result else [])]
+        legacy = not record.artifacts_prefix
+        artifact_keys = [self.keys.artifact(job_id, a.name) for a in record.artifacts]
         return _text(
             self._delete(
                 job_key=self.keys.job(job_id),
                 tenant_jobs=self.keys.tenant_jobs(tenant),
+                leases=self.keys.blob_leases,
                 job_id=job_id,
                 channel=self.keys.events(job_id),
-                artifact_keys=artifact_keys,
+                artifact_keys=artifact_keys if legacy else [],
             )
         )
 

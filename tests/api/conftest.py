@@ -13,10 +13,12 @@ import pytest
 import redis
 
 from service.app import create_app
+from service.blob_leases import BlobLeases
 from service.catalogs import BUILTIN_SCOPE, ModelCatalog
-from service.jobstore import JobRuns, JobStore
+from service.jobspec import JobStatus
+from service.jobstore import ArtifactBlob, ArtifactFiles, JobRuns, JobStore
 from service.settings import Settings
-from tests.conftest import ALICE, BOB, TEST_KINDS_PLUGIN, TEST_MODEL
+from tests.conftest import ALICE, BOB, SESSION_DATA_DIR, TEST_KINDS_PLUGIN, TEST_MODEL
 
 
 @dataclass
@@ -25,7 +27,13 @@ class Api:
     bob: httpx.AsyncClient
     store: JobStore
     runs: JobRuns
+    files: ArtifactFiles
     settings: Settings
+
+    def succeed(self, job_id: str, worker: str, artifacts: list[ArtifactBlob]) -> str:
+        """What a worker does at the end of a job: write the artifacts, then finish."""
+        prefix, refs = self.files.write(job_id, artifacts)
+        return self.runs.finish(job_id, worker, JobStatus.succeeded, artifacts=refs, artifacts_prefix=prefix)
 
     async def create(self, params: dict | None = None, **body) -> dict:
         payload = {"kind": "test-lifecycle", "model": TEST_MODEL, "params": params or {}, **body}
@@ -47,6 +55,7 @@ async def api(redis_url: str) -> AsyncIterator[Api]:
         api_keys=f"alice:{ALICE},bob:{BOB}",
         plugins=[TEST_KINDS_PLUGIN],
         max_concurrent_jobs_per_tenant=0,
+        data_dir=SESSION_DATA_DIR,
     )
     connection = redis.Redis.from_url(redis_url)
     ModelCatalog(connection, settings).put(BUILTIN_SCOPE, TEST_MODEL, {"id": TEST_MODEL, "kind": "test"})
@@ -58,5 +67,6 @@ async def api(redis_url: str) -> AsyncIterator[Api]:
             httpx.AsyncClient(transport=transport, base_url="http://api", headers={"Authorization": f"Bearer {ALICE}"}) as alice,
             httpx.AsyncClient(transport=transport, base_url="http://api", headers={"Authorization": f"Bearer {BOB}"}) as bob,
         ):
-            yield Api(alice, bob, store, JobRuns(store), settings)
+            files = ArtifactFiles(app.state.blobs, BlobLeases(connection, store.keys))
+            yield Api(alice, bob, store, JobRuns(store), files, settings)
     connection.close()

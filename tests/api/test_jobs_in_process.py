@@ -75,7 +75,7 @@ async def test_artifacts_download_with_etag_304_and_head_and_name_their_404s(api
     job = await api.create()
     api.runs.start(job["id"], "w1")
     data = b"\x89PNG fake bytes"
-    api.runs.finish(job["id"], "w1", JobStatus.succeeded, artifacts=[ArtifactBlob("a.png", "image/png", data)])
+    assert api.succeed(job["id"], "w1", [ArtifactBlob("a.png", "image/png", data)]) == "finished"
     url = f"/v1/jobs/{job['id']}/artifacts/a.png"
     got = await api.alice.get(url)
     assert got.content == data and got.headers["content-type"] == "image/png"

@@ -9,8 +9,10 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from service.jobstore import JobRuns, JobStore, Reaper
+from service.blob_leases import BlobLeases
+from service.jobstore import ArtifactFiles, JobRuns, JobStore, Reaper
 from service.settings import Settings
+from service.storage import FileBlobStore
 
 
 @pytest.fixture
@@ -43,8 +45,13 @@ def runs(store: JobStore) -> JobRuns:
 
 
 @pytest.fixture
-def reaper(runs: JobRuns) -> Reaper:
-    return Reaper(runs, owner="test-reaper")
+def files(store: JobStore, tmp_path) -> ArtifactFiles:
+    return ArtifactFiles(FileBlobStore(tmp_path / "blobs"), BlobLeases(store.redis, store.keys))
+
+
+@pytest.fixture
+def reaper(runs: JobRuns, files: ArtifactFiles) -> Reaper:
+    return Reaper(runs, owner="test-reaper", files=files.store)
 
 
 def new_job(store: JobStore, tenant: str = "alice", **overrides) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 from rq.job import Job as RQJob
@@ -78,19 +79,52 @@ def test_progress_is_refused_to_a_worker_that_does_not_own_the_job(store, runs):
         assert type(exc).__name__ == "OwnershipLost"
 
 
-def test_finish_publishes_status_and_artifacts_together(store, runs):
+def test_finish_publishes_status_and_artifacts_together(store, runs, files):
     job_id = new_job(store)
     runs.start(job_id, "w1")
     blobs = [ArtifactBlob("a.json", "application/json", b"{}"), ArtifactBlob("b.bin", "application/octet-stream", b"\0" * 10)]
-    assert runs.finish(job_id, "w1", JobStatus.succeeded, summary={"n": 2}, artifacts=blobs) == "finished"
+    prefix, refs = files.write(job_id, blobs)
+    held_until = store.redis.zscore(store.keys.blob_leases, prefix)
+    assert held_until > time.time() + 600  # written, not published: held for the grace period
+    assert runs.finish(job_id, "w1", JobStatus.succeeded, summary={"n": 2}, artifacts=refs, artifacts_prefix=prefix) == "finished"
     record = store.record(job_id)
     assert record.status == JobStatus.succeeded and record.fraction == 1.0
     assert [(a.name, a.bytes) for a in record.artifacts] == [("a.json", 2), ("b.bin", 10)]
-    assert store.redis.get(store.keys.artifact(job_id, "b.bin")) == b"\0" * 10
+    assert record.artifacts[1].sha256 == hashlib.sha256(b"\0" * 10).hexdigest()
+    assert files.store.get_bytes(record.artifact_key("b.bin")) == b"\0" * 10
+    # The blobs now live exactly as long as the record: their lease ends when it expires.
+    assert abs(store.redis.zscore(store.keys.blob_leases, prefix) - record.expires_at) < 0.01
     assert 0 < store.redis.ttl(store.keys.job(job_id)) <= store.settings.result_ttl_seconds
-    assert store.redis.ttl(store.keys.artifact(job_id, "a.json")) > 0
     assert not store.redis.sismember(store.keys.tenant_active("alice"), job_id)
     assert store.redis.hget(store.keys.job_stats, "k|succeeded") == b"1"
+
+
+def test_the_sweep_deletes_blobs_of_expired_jobs_and_of_dead_writers_only(store, runs, files, reaper):
+    published, dead = new_job(store), new_job(store)
+    for job_id in (published, dead):
+        runs.start(job_id, "w1")
+    prefix, refs = files.write(published, [ArtifactBlob("x", "text/plain", b"x")])
+    runs.finish(published, "w1", JobStatus.succeeded, artifacts=refs, artifacts_prefix=prefix)
+    orphan, _ = files.write(dead, [ArtifactBlob("y", "text/plain", b"y")])  # its worker dies here
+    assert reaper.leases.sweep(files.store) == 0  # nothing is due yet
+    assert reaper.leases.sweep(files.store, now=time.time() + 1800) == 0
+    assert reaper.leases.sweep(files.store, now=time.time() + 3601) == 1  # the dead writer's grace ended
+    assert list(files.store.list_blobs(f"artifacts/{dead}")) == []
+    expires = store.record(published).expires_at
+    assert reaper.leases.sweep(files.store, now=expires - 1) == 0
+    assert reaper.leases.sweep(files.store, now=expires + 1) == 1  # the published job expired
+    assert list(files.store.list_blobs("artifacts")) == []
+    assert store.redis.zcard(store.keys.blob_leases) == 0
+
+
+def test_a_try_that_lost_its_job_discards_its_blobs(store, runs, files, reaper):
+    job_id = new_job(store)
+    runs.start(job_id, "w1")
+    reaper.reap()  # w1 never beat: the job goes back to the queue
+    prefix, refs = files.write(job_id, [ArtifactBlob("x", "text/plain", b"x")])
+    assert runs.finish(job_id, "w1", JobStatus.succeeded, artifacts=refs, artifacts_prefix=prefix) == "not-owner"
+    files.discard(prefix)
+    assert list(files.store.list_blobs(f"artifacts/{job_id}")) == []
 
 
 def test_cancel_of_a_queued_job_is_immediate_and_takes_it_off_rq(store, runs):
@@ -121,16 +155,18 @@ def test_cancel_racing_finish_has_one_winner(store, runs):
     assert runs.start(other, "w1") is None
 
 
-def test_delete_refuses_unfinished_jobs_and_removes_artifacts(store, runs):
+def test_delete_refuses_unfinished_jobs_and_releases_artifacts(store, runs, files, reaper):
     job_id = new_job(store)
     assert store.delete("alice", job_id) == "queued"
     runs.start(job_id, "w1")
     assert store.delete("alice", job_id) == "running"
-    runs.finish(job_id, "w1", JobStatus.succeeded, artifacts=[ArtifactBlob("x", "text/plain", b"x")])
+    prefix, refs = files.write(job_id, [ArtifactBlob("x", "text/plain", b"x")])
+    runs.finish(job_id, "w1", JobStatus.succeeded, artifacts=refs, artifacts_prefix=prefix)
     assert store.delete("bob", job_id) == "missing"
     assert store.delete("alice", job_id) == "deleted"
-    assert store.record(job_id) is None and store.redis.get(store.keys.artifact(job_id, "x")) is None
+    assert store.record(job_id) is None and store.redis.zscore(store.keys.blob_leases, prefix) == 0
     assert store.redis.zscore(store.keys.tenant_jobs("alice"), job_id) is None
+    assert reaper.leases.sweep(files.store) == 1 and list(files.store.list_blobs("artifacts")) == []
 
 
 def test_a_lost_worker_s_job_is_requeued_then_fails_when_its_tries_are_spent(store, runs, reaper):

@@ -180,6 +180,7 @@ class ChaosRun:
             **os.environ,
             "PYTHONPATH": str(REPO),
             "GLASSBOX_REDIS_URL": self.redis.url,
+            "GLASSBOX_DATA_DIR": str(self.work_dir / "data"),
             "GLASSBOX_NAMESPACE": "chaos",
             "GLASSBOX_PLUGINS": "tests.plugins.lifecycle",
             "GLASSBOX_API_KEYS": f"chaos:{TENANT_KEY}",

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from service.blobs import BlobStore
+from service.blobs import RedisUploads
 from service.catalogs import ModelCatalog
 from service.catalogspec import ModelInfo
 from service.model_refs import ModelRef, ModelRefError, parse_model_ref
@@ -59,7 +59,7 @@ def build_architecture(architecture: str, record: dict[str, Any], state_keys: di
 
 
 class ModelLoader:
-    def __init__(self, catalog: ModelCatalog, blobs: BlobStore, cache: ModelCache, device: str):
+    def __init__(self, catalog: ModelCatalog, blobs: RedisUploads, cache: ModelCache, device: str):
         self.catalog = catalog
         self.blobs = blobs
         self.cache = cache
