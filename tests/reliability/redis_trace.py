@@ -36,6 +36,7 @@ def redis_state(stack: Stack) -> dict[str, Any]:
 
     Left out, because they change by themselves while nothing is requested:
       - `{ns}:workers`: the workers' heartbeat times (a sorted set rewritten every 0.5 s);
+      - `{ns}:reaper-lock`: taken, and let expire, every reaper interval by the process elected;
       - `rq:workers:{queue}`, `rq:worker:*`, `rq:workers`, `rq:clean_registries:{queue}`,
         `rq:clean_groups`: RQ's worker registrations, heartbeats and housekeeping markers.
     There is nothing else to leave out: request metrics are Prometheus counters inside the API
@@ -49,7 +50,7 @@ def redis_state(stack: Stack) -> dict[str, Any]:
     ns, queue, connection = stack.namespace, stack.settings.queue_name, stack.redis
     state: dict[str, Any] = {}
     for key in connection.scan_iter(match=f"{ns}:*", count=1000):
-        if key.decode() != f"{ns}:workers":
+        if key.decode() not in (f"{ns}:workers", f"{ns}:reaper-lock"):
             state[key.decode()] = _dump(connection, key)
     for key in connection.scan_iter(match="rq:*", count=1000):
         name = key.decode()
