@@ -290,3 +290,16 @@ def test_dockerfile_check_rejects_root_and_unlocked_installs():
     assert dockerfile_problems("FROM x\nRUN uv sync --frozen\nUSER app\nUSER root\n")
     assert dockerfile_problems("FROM x\nRUN uv sync --frozen\nUSER 0:0\n")
     assert dockerfile_problems("FROM x\nRUN uv sync --no-dev\nUSER glassbox\n")
+
+
+def test_the_api_and_workers_share_one_s3_store_served_by_compose():
+    compose = load_compose()
+    assert "s3" in compose["services"] and compose["services"]["s3"]["command"][0] == "server"
+    for name in ("api", "worker"):
+        service = compose["services"][name]
+        env = service["environment"]
+        assert env["GLASSBOX_BLOB_URL"].startswith("${GLASSBOX_BLOB_URL:-s3://")
+        assert "s3:8333" in env["GLASSBOX_S3_ENDPOINT_URL"] and "s3" in service["depends_on"]
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(env)
+    identities = compose["configs"]["s3-identities"]["content"]
+    assert "${GLASSBOX_S3_ACCESS_KEY:-glassbox}" in identities and '"Admin"' in identities
