@@ -14,14 +14,13 @@ of the job id; real kinds must give the same bytes as every other job with the s
     uv run python -m tests.reliability.chaos [--workers 3 --duration 60 --clients 8]
 
 writes the counts as markdown (default bench/results/chaos.md). tests/reliability/test_chaos.py
-runs a shorter round in CI.
+runs a shorter round in CI. This module runs the load and the chaos; the account and its report
+are in tests/reliability/chaos_report.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import random
 import signal
@@ -38,13 +37,10 @@ from pathlib import Path
 import httpx
 import redis
 
-from service.client import Client
 from service.embedded_redis import EmbeddedRedis, free_port
-from tests.plugins.lifecycle_tasks import artifact_payload
+from tests.reliability.chaos_report import REPO, TERMINAL, ChaosReport, account
 
-REPO = Path(__file__).resolve().parents[2]
 TENANT_KEY = "key-chaos-0123456789"
-TERMINAL = {"succeeded", "failed", "canceled"}
 # Deterministic real jobs: every succeeded job of one spec must carry the same artifact bytes,
 # whether or not a worker died under it. JSON artifacts are left out: they carry timings.
 REAL_SPECS = {
@@ -88,75 +84,9 @@ class Tally:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-@dataclass
-class ChaosReport:
-    config: ChaosConfig
-    accepted: int
-    by_spec: Counter  # "lifecycle", "deconvnet", "tabular_attribution" -> accepted jobs
-    outcomes: Counter  # "succeeded", "failed: worker-lost", ...
-    intact_artifacts: int
-    problems: list[str]  # anything that is not a clean account: must be empty
-    worker_kills: int
-    redis_restarts: int
-    redis_down_seconds: float
-    create_retries: Counter
-    creates_given_up: int
-    poll_retries: Counter
-    listed_not_accepted: int
-    attempts_histogram: Counter
-    elapsed: float
-    settle_seconds: float
-
-    def markdown(self, command: str) -> str:
-        c = self.config
-        lines = [
-            "# Chaos run: load with worker SIGKILLs and a Redis restart",
-            "",
-            f"Command: `{command}`",
-            "",
-            f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}; commit {_commit()}; {os.cpu_count()} CPUs. `glassbox up --workers {c.workers}` "
-            f"with its own redis-server (append-only file, appendfsync everysec); for {c.duration:g} s, "
-            f"{c.clients} clients that each create a job, poll it to its end and download its artifacts, and "
-            f"{c.submitters} that create one every {c.submit_every:g} s; {c.real_fraction:.0%} of the jobs are "
-            f"real (deconvnet on shapes-cnn, tabular_attribution on retail-mlp), the rest `test-lifecycle` "
-            f"(0.05-2 s, up to 300 kB of artifacts); one worker SIGKILLed every ~{c.kill_every:g} s; redis-server SIGKILLed once at "
-            f"{c.redis_restart_at:.0%} of the run and restarted after {c.redis_down_seconds:g} s on the same data. "
-            f"Worker heartbeat 0.5 s, lost after 3 s, one retry after a lost worker.",
-            "",
-            "| Count | Value |",
-            "|---|---|",
-            f"| jobs accepted (202) | {self.accepted} ({_counts(self.by_spec)}) |",
-        ]
-        for outcome, count in sorted(self.outcomes.items()):
-            lines.append(f"| ... {outcome} | {count} |")
-        lines += [
-            "| succeeded jobs whose every artifact matched (recorded sha256, and the expected bytes: a function "
-            f"of the job id for test-lifecycle, the same bytes for every job of one spec for the real kinds) | "
-            f"{self.intact_artifacts} |",
-            f"| missing, stuck, wrong outcome or corrupt artifact | **{len(self.problems)}** |",
-            f"| jobs listed for the tenant but never acknowledged to the client | {self.listed_not_accepted} |",
-            f"| worker SIGKILLs / Redis restarts | {self.worker_kills} / {self.redis_restarts} |",
-            f"| create retries (by reason) | {_counts(self.create_retries)} |",
-            f"| creates given up (never acknowledged) | {self.creates_given_up} |",
-            f"| poll retries (by reason) | {_counts(self.poll_retries)} |",
-            f"| attempts per accepted job | {_counts(self.attempts_histogram)} |",
-            f"| load / settle time | {c.duration:g} s / {self.settle_seconds:.1f} s |",
-        ]
-        if self.problems:
-            lines += ["", "Problems:", ""] + [f"- {p}" for p in self.problems[:50]]
-        return "\n".join(lines) + "\n"
-
-
-def _commit() -> str:
-    found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    return found.stdout.strip() or "unknown"
-
-
-def _counts(counter: Counter) -> str:
-    return ", ".join(f"{k}: {v}" for k, v in sorted(counter.items(), key=lambda kv: str(kv[0]))) or "none"
-
-
 class ChaosRun:
+    tenant_key = TENANT_KEY
+
     def __init__(self, config: ChaosConfig, work_dir: Path):
         self.config = config
         self.work_dir = work_dir
@@ -278,9 +208,7 @@ class ChaosRun:
 
     def client_loop(self, index: int) -> None:
         rng = random.Random(f"{self.config.seed}:{index}")
-        with httpx.Client(
-            base_url=self.base_url, headers={"Authorization": f"Bearer {TENANT_KEY}"}, timeout=15
-        ) as client:
+        with self.tenant_client(timeout=15) as client:
             while not self.stop_load.is_set():
                 name, spec = self.choose_spec(rng)
                 job_id = self.create(client, spec)
@@ -293,9 +221,7 @@ class ChaosRun:
     def submitter_loop(self, index: int) -> None:
         """Creates keep coming while Redis is down: each one must still be accepted exactly once."""
         rng = random.Random(f"{self.config.seed}:submitter:{index}")
-        with httpx.Client(
-            base_url=self.base_url, headers={"Authorization": f"Bearer {TENANT_KEY}"}, timeout=15
-        ) as client:
+        with self.tenant_client(timeout=15) as client:
             while not self.stop_load.wait(self.config.submit_every):
                 name, spec = self.choose_spec(rng)
                 job_id = self.create(client, spec)
@@ -363,11 +289,14 @@ class ChaosRun:
             time.sleep(float(response.headers.get("Retry-After", "1")))
         return None
 
+    def tenant_client(self, timeout: float) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {TENANT_KEY}"}, timeout=timeout)
+
     def _retried(self, counter: Counter, reason: str) -> None:
         with self.tally.lock:
             counter[reason] += 1
 
-    # ---- the account -------------------------------------------------------------------
+    # ---- the run -----------------------------------------------------------------------
 
     def run(self) -> ChaosReport:
         began = time.monotonic()
@@ -392,101 +321,9 @@ class ChaosRun:
             settle_began = time.monotonic()
             for thread in clients:
                 thread.join(self.config.settle_seconds)
-            return self.account(began, settle_began)
+            return account(self, began, settle_began)
         finally:
             self.stop()
-
-    def account(self, began: float, settle_began: float) -> ChaosReport:
-        problems: list[str] = []
-        outcomes: Counter = Counter()
-        attempts: Counter = Counter()
-        intact = 0
-        real_digests: dict[tuple[str, str], dict[str, str]] = {}  # (spec, artifact) -> sha256 -> job
-        with httpx.Client(
-            base_url=self.base_url, headers={"Authorization": f"Bearer {TENANT_KEY}"}, timeout=30
-        ) as client:
-            jobs = {job_id: self.settle(client, job_id, settle_began) for job_id in self.tally.accepted}
-            settle = time.monotonic() - settle_began
-            for job_id, job in jobs.items():
-                spec = self.tally.accepted[job_id]
-                if job is None:
-                    problems.append(f"{job_id} ({spec}): missing (404)")
-                    continue
-                attempts[job["attempts"]] += 1
-                error = job.get("error") or {}
-                outcome = job["status"] + (f": {error.get('type')}" if error else "")
-                outcomes[outcome] += 1
-                if job["status"] not in TERMINAL:
-                    problems.append(f"{job_id} ({spec}): stuck {job['status']} after {settle:.0f} s")
-                elif job["status"] == "failed" and error.get("type") != "worker-lost":
-                    problems.append(f"{job_id} ({spec}): failed {error}")
-                elif job["status"] == "canceled":
-                    problems.append(f"{job_id} ({spec}): canceled, but nobody asked")
-                elif job["status"] == "succeeded":
-                    bad = self.check_artifacts(client, job, spec, real_digests)
-                    problems += [f"{job_id} ({spec}): {b}" for b in bad]
-                    intact += not bad
-            with Client(self.base_url, TENANT_KEY) as glassbox:
-                listed = {job.id for job in glassbox.jobs(page_size=200)}
-        for (spec, name), digests in real_digests.items():
-            if len(digests) > 1:
-                problems.append(f"{spec} {name}: {len(digests)} different contents for one spec: {digests}")
-        return ChaosReport(
-            config=self.config,
-            accepted=len(jobs),
-            by_spec=Counter(self.tally.accepted.values()),
-            outcomes=outcomes,
-            intact_artifacts=intact,
-            problems=problems,
-            worker_kills=self.worker_kills,
-            redis_restarts=self.redis_restarts,
-            redis_down_seconds=self.redis_down,
-            create_retries=self.tally.create_retries,
-            creates_given_up=self.tally.creates_given_up,
-            poll_retries=self.tally.poll_retries,
-            listed_not_accepted=len(listed - set(jobs)),
-            attempts_histogram=attempts,
-            elapsed=time.monotonic() - began,
-            settle_seconds=settle,
-        )
-
-    def settle(self, client: httpx.Client, job_id: str, settle_began: float) -> dict | None:
-        while True:
-            response = client.get(f"/v1/jobs/{job_id}")
-            if response.status_code == 404:
-                return None
-            if response.status_code == 200:
-                job = response.json()
-                if job["status"] in TERMINAL or time.monotonic() - settle_began > self.config.settle_seconds:
-                    return job
-            time.sleep(0.5)
-
-    def check_artifacts(self, client: httpx.Client, job: dict, spec: str, real_digests: dict) -> list[str]:
-        bad = []
-        refs = {a["name"]: a for a in job["result"]["artifacts"]}
-        if spec == "lifecycle":
-            size = job["params"]["artifact_bytes"]
-            expected = {
-                "payload.bin": artifact_payload(job["id"], size),
-                "result.json": json.dumps({"steps": job["params"]["steps"], "job_id": job["id"]}).encode(),
-            }
-            if set(refs) != set(expected):
-                bad.append(f"artifacts {sorted(refs)}, expected {sorted(expected)}")
-        for name, ref in refs.items():
-            content = self.download(client, ref["url"])
-            if content is None:
-                bad.append(f"{name}: not downloadable")
-                continue
-            digest = hashlib.sha256(content).hexdigest()
-            if digest != ref["sha256"] or len(content) != ref["bytes"]:
-                bad.append(
-                    f"{name}: sha256 {digest[:12]} / {len(content)} bytes, recorded {ref['sha256'][:12]} / {ref['bytes']}"
-                )
-            elif spec == "lifecycle" and content != expected.get(name):
-                bad.append(f"{name}: content differs from the expected bytes")
-            elif spec != "lifecycle" and not name.endswith(".json"):
-                real_digests.setdefault((spec, name), {}).setdefault(digest[:12], job["id"])
-        return bad
 
 
 def main(argv: list[str] | None = None) -> int:
