@@ -2,6 +2,7 @@
 for all of them (bench/__main__.py), or one, e.g. `uv run python -m bench.backbone`."""
 
 import os
+import time
 from pathlib import Path
 
 
@@ -11,3 +12,13 @@ def results_dir() -> Path:
     folder = Path(os.environ.get("GLASSBOX_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def best_of(repeats: int, run) -> tuple[object, float]:
+    """The result of `run()` and its shortest wall time over `repeats` runs (a shared machine)."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = run()
+        best = min(best, time.perf_counter() - start)
+    return result, best

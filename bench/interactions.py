@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import platform
-import time
 import warnings
 
 import numpy as np
 import torch
 
-from bench import results_dir
+from bench import best_of, results_dir
 from worker.core.attribution import OutputForward
 from worker.core.attribution.base import coalition_values, column_masks
 from worker.core.attribution.integrated_hessians import integrated_hessians
@@ -38,15 +37,6 @@ from worker.models.tabular import encode_rows, read_csv, variable_groups
 
 RESULTS = results_dir() / "interactions.md"
 
-
-def best_of(repeats: int, run) -> tuple[object, float]:
-    """The result of `run()` and its shortest wall time over `repeats` runs (a shared machine)."""
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = run()
-        best = min(best, time.perf_counter() - start)
-    return result, best
 
 
 def main() -> None:

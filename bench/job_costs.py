@@ -41,7 +41,7 @@ import httpx
 
 from bench import results_dir
 from bench.__main__ import git_commit
-from bench.processes import Processes, free_port, wait_http
+from bench.processes import Processes, start_service
 
 RESNET = "torchvision/resnet50?weights=random&seed=0"
 RESNET_IMAGES = 4  # inline images of the resnet50 deconvnet job ("a few images")
@@ -319,25 +319,9 @@ def main() -> int:
     inline_images = shapes_val_pngs(2 if args.quick else RESNET_IMAGES)
     log_dir = Path(tempfile.mkdtemp(prefix="glassbox-bench-"))
     procs = Processes(log_dir)
-    redis_port, api_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "GLASSBOX_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "GLASSBOX_DEVICE": device,
-    }
     rows = []
     try:
-        procs.start("redis", ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"], env)
-        procs.start("api", [sys.executable, "-m", "service.cli", "api", "--port", str(api_port), "--no-access-log"], env)
-        procs.start("worker", [sys.executable, "-m", "service.cli", "worker"], env)
-        base = f"http://127.0.0.1:{api_port}"
-        wait_http(f"{base}/livez", procs)
-        deadline = time.monotonic() + 180
-        while httpx.get(f"{base}/readyz").status_code != 200:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the service did not become ready; logs in {log_dir}")
-            procs.check_alive()
-            time.sleep(0.2)
+        base = start_service(procs, device)
         with httpx.Client(base_url=base, timeout=600) as client:
             print(f"warm-up: {warm_up(client):.1f} s", flush=True)
             for case in cases(args.quick, inline_images):

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from bench import results_dir
-from bench.processes import ROOT, Processes, free_port, wait_http
+from bench.processes import ROOT, Processes, start_service
 
 MODELS = [
     "torchvision/vgg16?weights=random&seed=0",
@@ -44,20 +44,8 @@ def run_job(client: httpx.Client, model: str) -> tuple[float, dict]:
 def main() -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="glassbox-bench-"))
     procs = Processes(log_dir)
-    redis_port, api_port = free_port(), free_port()
-    env = {**os.environ, "GLASSBOX_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "GLASSBOX_DEVICE": os.environ.get("GLASSBOX_DEVICE", "auto")}
     try:
-        procs.start("redis", ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"], env)
-        procs.start("api", [sys.executable, "-m", "service.cli", "api", "--port", str(api_port), "--no-access-log"], env)
-        procs.start("worker", [sys.executable, "-m", "service.cli", "worker"], env)
-        base = f"http://127.0.0.1:{api_port}"
-        wait_http(f"{base}/livez", procs)
-        deadline = time.monotonic() + 120
-        while httpx.get(f"{base}/readyz").status_code != 200:
-            if time.monotonic() > deadline:
-                raise RuntimeError("no worker became ready")
-            procs.check_alive()
-            time.sleep(0.2)
+        base = start_service(procs, os.environ.get("GLASSBOX_DEVICE", "auto"), ready_within=120)
         client = httpx.Client(base_url=base, timeout=120)
         device = client.get("/readyz").json()
         rows = []

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -75,3 +76,27 @@ def wait_http(url: str, procs: Processes, timeout: float = 30.0) -> None:
             pass
         time.sleep(0.05)
     raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+def start_service(procs: Processes, device: str, *, ready_within: float = 180.0) -> str:
+    """A redis-server, an API and one worker on free ports, with their data in the benchmark's
+    folder; returns the API's URL once /readyz says the built-in models are registered."""
+    redis_port, api_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "GLASSBOX_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "GLASSBOX_DEVICE": device,
+        "GLASSBOX_DATA_DIR": str(procs.log_dir / "data"),
+    }
+    procs.start("redis", ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"], env)
+    procs.start("api", [sys.executable, "-m", "service.cli", "api", "--port", str(api_port), "--no-access-log"], env)
+    procs.start("worker", [sys.executable, "-m", "service.cli", "worker"], env)
+    base = f"http://127.0.0.1:{api_port}"
+    wait_http(f"{base}/livez", procs)
+    deadline = time.monotonic() + ready_within
+    while httpx.get(f"{base}/readyz").status_code != 200:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the service did not become ready; logs in {procs.log_dir}")
+        procs.check_alive()
+        time.sleep(0.2)
+    return base

@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 import torch
 
-from bench import results_dir
+from bench import best_of, results_dir
 from worker.core.attribution import OutputForward, explain
 from worker.models.builtin import BUILTIN_MODELS, DATA
 from worker.models.retail import RETAIL_FEATURES
@@ -37,15 +37,6 @@ SAMPLES = (64, 128, 256, 510)  # 510 = 2^9 - 2: every coalition
 def relative_error(phi: np.ndarray, exact: np.ndarray) -> float:
     return float(np.abs(phi - exact).mean() / np.abs(exact).mean())
 
-
-def best_of(repeats: int, run) -> tuple[object, float]:
-    """The result of `run()` and its shortest wall time over `repeats` runs (a shared machine)."""
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = run()
-        best = min(best, time.perf_counter() - start)
-    return result, best
 
 
 def main() -> None:

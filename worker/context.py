@@ -53,59 +53,45 @@ class JobOutput:
     artifacts: list[ArtifactBlob] = field(default_factory=list)
 
 
+@dataclass(kw_only=True)
 class JobContext:
-    def __init__(
-        self,
-        *,
-        job_id: str,
-        tenant: str,
-        model: str,
-        worker: str,
-        runs: JobRuns,
-        deadline: float,
-        device: str,
-        shutting_down: threading.Event,
-        progress_interval: float,
-        models: Any = None,
-        datasets: Any = None,
-    ):
-        self.job_id = job_id
-        self.tenant = tenant
-        self.model = model
-        # The worker's ModelLoader: `ctx.models.load(ctx.tenant, ctx.model)` (cached across jobs).
-        self.models = models
-        # The worker's DatasetLoader: `ctx.datasets.images(ctx.tenant, id)` / `.table(...)`.
-        self.datasets = datasets
-        self.device = device
-        self._worker = worker
-        self._runs = runs
-        self._deadline = deadline
-        self._shutting_down = shutting_down
-        self._interval = progress_interval
-        self._last_sync = 0.0
+    job_id: str
+    tenant: str
+    model: str
+    worker: str
+    runs: JobRuns
+    deadline: float
+    device: str
+    shutting_down: threading.Event
+    progress_interval: float
+    # The worker's ModelLoader: `ctx.models.load(ctx.tenant, ctx.model)` (cached across jobs).
+    models: Any = None
+    # The worker's DatasetLoader: `ctx.datasets.images(ctx.tenant, id)` / `.table(...)`.
+    datasets: Any = None
+    _last_sync: float = field(default=0.0, init=False, repr=False)
 
     def progress(self, fraction: float, message: str = "", *, force: bool = False) -> None:
         """Report progress (throttled to one write per interval) and stop if asked to."""
         self._check_local()
         now = time.monotonic()
-        if not force and now - self._last_sync < self._interval:
+        if not force and now - self._last_sync < self.progress_interval:
             return
         self._last_sync = now
-        if self._runs.report_progress(self.job_id, self._worker, fraction, message):
+        if self.runs.report_progress(self.job_id, self.worker, fraction, message):
             raise JobCanceled()
 
     def check(self) -> None:
         """Stop if asked to; reads Redis at most once per interval."""
         self._check_local()
         now = time.monotonic()
-        if now - self._last_sync < self._interval:
+        if now - self._last_sync < self.progress_interval:
             return
         self._last_sync = now
-        if self._runs.cancel_requested(self.job_id, self._worker):
+        if self.runs.cancel_requested(self.job_id, self.worker):
             raise JobCanceled()
 
     def _check_local(self) -> None:
-        if self._shutting_down.is_set():
+        if self.shutting_down.is_set():
             raise WorkerShuttingDown()
-        if time.time() > self._deadline:
+        if time.time() > self.deadline:
             raise JobTimedOut()
