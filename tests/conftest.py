@@ -15,6 +15,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -206,14 +207,24 @@ def make_stack(redis_url, tmp_path_factory) -> Iterator[Callable[..., Stack]]:
         stack.stop()
 
 
+@contextmanager
+def started_stack(redis_url: str, tmp_path_factory, *, env: dict[str, str] | None = None, **settings: Any) -> Iterator[Stack]:
+    """An API and one worker (with `settings` as GLASSBOX_* and `env` on top), stopped after."""
+    stack = Stack(redis_url, tmp_path_factory.mktemp("logs"), **settings)
+    stack.env.update(env or {})
+    stack.start_api()
+    stack.start_worker()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
 @pytest.fixture(scope="module")
 def stack(redis_url, tmp_path_factory) -> Iterator[Stack]:
     """A shared API with one worker, for tests that do not disturb it."""
-    shared = Stack(redis_url, tmp_path_factory.mktemp("logs"), max_request_bytes=65536)
-    shared.start_api()
-    shared.start_worker()
-    yield shared
-    shared.stop()
+    with started_stack(redis_url, tmp_path_factory, max_request_bytes=65536) as shared:
+        yield shared
 
 
 # ---- tiers -------------------------------------------------------------------------------

@@ -11,23 +11,17 @@ import torch
 from PIL import Image
 
 from service.kinds.activation_maximization import MAX_SIZE, MAX_STEPS
-from service.plugins import BUILTIN_PLUGIN_MODULES
-from tests.conftest import TEST_KINDS_PLUGIN, Stack
+from tests.conftest import started_stack
 from tests.test_jobs_api import assert_problem
 from worker.models.shapes import SHAPES_CLASSES, SHAPES_INPUT, load_shapes_cnn
 
 KIND = "activation_maximization"
-PLUGIN = "service.kinds.activation_maximization"
 
 
 @pytest.fixture(scope="module")
 def actmax_stack(redis_url, tmp_path_factory):
-    plugins = TEST_KINDS_PLUGIN if PLUGIN in BUILTIN_PLUGIN_MODULES else f"{TEST_KINDS_PLUGIN},{PLUGIN}"
-    stack = Stack(redis_url, tmp_path_factory.mktemp("logs"), plugins=plugins)
-    stack.start_api()
-    stack.start_worker()
-    yield stack
-    stack.stop()
+    with started_stack(redis_url, tmp_path_factory) as stack:
+        yield stack
 
 
 def submit(client, params: dict, model: str = "shapes-cnn"):

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from safetensors.torch import save as save_safetensors
 
-from tests.conftest import Stack
+from tests.conftest import started_stack
 from tests.test_jobs_api import assert_problem
 from worker.models.retail import RETAIL_DOCUMENTED_DRIVERS, RETAIL_FEATURES
 from worker.models.tabular import TabularMLP
@@ -26,12 +26,9 @@ ROW = {
 @pytest.fixture(scope="module")
 def attribution_stack(redis_url, tmp_path_factory):
     """Like make_stack(plugins=PLUGINS), shared by this module's tests (one worker start)."""
-    stack = Stack(redis_url, tmp_path_factory.mktemp("logs"), plugins=PLUGINS)
-    stack.env["OMP_NUM_THREADS"] = "1"  # small batches on a shared 2-core machine
-    stack.start_api()
-    stack.start_worker()
-    yield stack
-    stack.stop()
+    # One thread: small batches on a shared 2-core machine.
+    with started_stack(redis_url, tmp_path_factory, env={"OMP_NUM_THREADS": "1"}, plugins=PLUGINS) as stack:
+        yield stack
 
 
 def submit(client, params: dict, model: str = "retail-mlp"):

@@ -19,13 +19,10 @@ from worker.models.shapes import SHAPES_INPUT, load_shapes_cnn, shapes_val
 
 @pytest.fixture(scope="module")
 def deconv_stack(redis_url, tmp_path_factory):
-    from tests.conftest import Stack
+    from tests.conftest import started_stack
 
-    stack = Stack(redis_url, tmp_path_factory.mktemp("logs"))
-    stack.start_api()
-    stack.start_worker()
-    yield stack
-    stack.stop()
+    with started_stack(redis_url, tmp_path_factory) as stack:
+        yield stack
 
 
 def submit(stack, client, **params) -> dict:

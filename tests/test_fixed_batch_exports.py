@@ -127,21 +127,15 @@ def test_a_loaded_archive_runs_any_batch_like_the_eager_model(archives, how):
 
 # --- through HTTP: uploads exported each way, every image job kind, against shapes-cnn ---
 
-ACTMAX_PLUGIN = "service.kinds.activation_maximization"
 UPLOADED = ["static", "dynamic", "min3-max8"]
 
 
 @pytest.fixture(scope="module")
 def batch_stack(redis_url, tmp_path_factory):
-    from service.plugins import BUILTIN_PLUGIN_MODULES
-    from tests.conftest import TEST_KINDS_PLUGIN, Stack
+    from tests.conftest import started_stack
 
-    plugins = TEST_KINDS_PLUGIN if ACTMAX_PLUGIN in BUILTIN_PLUGIN_MODULES else f"{TEST_KINDS_PLUGIN},{ACTMAX_PLUGIN}"
-    stack = Stack(redis_url, tmp_path_factory.mktemp("logs"), plugins=plugins)
-    stack.start_api()
-    stack.start_worker()
-    yield stack
-    stack.stop()
+    with started_stack(redis_url, tmp_path_factory) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")

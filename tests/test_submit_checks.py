@@ -24,14 +24,11 @@ from worker.models.retail import RETAIL_FEATURES
 
 @pytest.fixture(scope="module")
 def checks_stack(redis_url, tmp_path_factory):
-    from tests.conftest import Stack
+    from tests.conftest import started_stack
 
-    stack = Stack(redis_url, tmp_path_factory.mktemp("logs"))
-    stack.env["TORCH_HOME"] = str(tmp_path_factory.mktemp("torch-home"))  # no pretrained weights found
-    stack.start_api()
-    stack.start_worker()
-    yield stack
-    stack.stop()
+    # A private torch hub cache: no pretrained weights are found.
+    with started_stack(redis_url, tmp_path_factory, env={"TORCH_HOME": str(tmp_path_factory.mktemp("torch-home"))}) as stack:
+        yield stack
 
 
 # ---- tables against the model's variables ------------------------------------------------

@@ -172,11 +172,11 @@ async def as_async_iterable(chunks: AsyncIterable[Any] | Iterable[Any]) -> Async
             yield chunk
 
 
-class BlobReader:
-    """An open read of one blob: the resolved range is known before the first chunk is read,
+class _OpenRead:
+    """What both readers know before the first chunk is read: the blob and the resolved range,
     so a caller can answer 404/416 and set Content-Length/Content-Range first."""
 
-    def __init__(self, key: str, size: int, start: int, end: int, chunks: Iterator[bytes], close: Callable[[], None]):
+    def __init__(self, key: str, size: int, start: int, end: int, chunks: Any, close: Callable[[], Any]):
         self.key, self.size, self.start, self.end = key, size, start, end
         self._chunks = chunks
         self._close = close
@@ -184,6 +184,10 @@ class BlobReader:
     @property
     def length(self) -> int:
         return self.end - self.start
+
+
+class BlobReader(_OpenRead):
+    """An open read of one blob, iterated in chunks."""
 
     def __iter__(self) -> Iterator[bytes]:
         return self._chunks
@@ -202,19 +206,8 @@ class BlobReader:
         self.close()
 
 
-class AsyncBlobReader:
+class AsyncBlobReader(_OpenRead):
     """The async twin of BlobReader, for StreamingResponse."""
-
-    def __init__(
-        self, key: str, size: int, start: int, end: int, chunks: AsyncIterator[bytes], close: Callable[[], Any]
-    ):
-        self.key, self.size, self.start, self.end = key, size, start, end
-        self._chunks = chunks
-        self._close = close
-
-    @property
-    def length(self) -> int:
-        return self.end - self.start
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks
