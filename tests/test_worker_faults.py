@@ -10,12 +10,18 @@ import httpx
 from tests.conftest import RedisProcess, wait_until
 
 
-def test_a_job_of_a_sigkilled_worker_is_queued_again_once_then_fails_with_worker_lost(make_stack):
-    stack = make_stack(workers=1, worker_lost_retries=1)
-    client = stack.client()
+def running_job_of_a_killed_worker(stack, client) -> dict:
+    """A 20 s job, running, whose worker is then SIGKILLed."""
     job = stack.create(client, {"steps": 400, "step_seconds": 0.05})
     stack.wait_status(client, job["id"], {"running"})
     stack.workers[0].send_signal(signal.SIGKILL)
+    return job
+
+
+def test_a_job_of_a_sigkilled_worker_is_queued_again_once_then_fails_with_worker_lost(make_stack):
+    stack = make_stack(workers=1, worker_lost_retries=1)
+    client = stack.client()
+    job = running_job_of_a_killed_worker(stack, client)
     killed_at = time.monotonic()
     stack.start_worker(wait=False)
     # The replacement takes the job over once the dead worker's silence is noticed.
@@ -38,9 +44,7 @@ def test_a_job_of_a_sigkilled_worker_is_queued_again_once_then_fails_with_worker
 def test_the_api_alone_settles_a_lost_job_when_no_worker_is_left(make_stack):
     stack = make_stack(workers=1, worker_lost_retries=0)
     client = stack.client()
-    job = stack.create(client, {"steps": 400, "step_seconds": 0.05})
-    stack.wait_status(client, job["id"], {"running"})
-    stack.workers[0].send_signal(signal.SIGKILL)
+    job = running_job_of_a_killed_worker(stack, client)
     final = stack.wait_status(client, job["id"], {"failed", "succeeded"}, timeout=30)
     assert final["status"] == "failed" and final["error"]["type"] == "worker-lost"
     assert final["attempts"] == 1

@@ -11,12 +11,13 @@ variables (base.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from worker.core.attribution.base import Attribution, Groups, ProgressCallback, forward_in_batches, seeded
+from worker.core.attribution.base import Attribution, Groups, forward_in_batches, seeded
 from worker.core.attribution.deeplift import DeepLift
 from worker.core.attribution.feature_ablation import FeatureAblation
 from worker.core.attribution.gradient_shap import GradientShap
@@ -60,21 +61,14 @@ def explain(
     baselines: torch.Tensor,
     groups: Groups,
     *,
-    n_steps: int = 50,
-    n_samples: int | None = None,
-    seed: int = 0,
-    progress: ProgressCallback = None,
-    work_per_row: int | None = None,
     max_variables: int | None = None,
+    **options: Any,
 ) -> Explanation:
-    """Run `method` and add the outputs, the reference output and the completeness residual.
-    `max_variables` bounds exact Shapley's enumeration; `work_per_row` paces progress (see
-    Attribution.attribute)."""
+    """Run `method` (with Attribution.attribute's `options`: n_steps, n_samples, seed, progress,
+    work_per_row) and add the outputs, the reference output and the completeness residual.
+    `max_variables` bounds exact Shapley's enumeration."""
     algorithm = ExactShapley(forward, max_variables=max_variables) if method == "shapley" else METHODS[method](forward)
-    phi = algorithm.attribute(
-        inputs, baselines, groups, n_steps=n_steps, n_samples=n_samples, seed=seed, progress=progress,
-        work_per_row=work_per_row,
-    ).numpy()  # fmt: skip
+    phi = algorithm.attribute(inputs, baselines, groups, **options).numpy()
     outputs = forward_in_batches(forward, inputs).double().cpu().numpy()
     reference = float(forward_in_batches(forward, baselines.to(inputs.device, inputs.dtype)).double().mean())
     baseline_outputs = np.full_like(outputs, reference)
