@@ -5,21 +5,12 @@ One interface (`BlobStore`), two backends: `FileBlobStore` (a directory) and `S3
 picks one from `GLASSBOX_BLOB_URL`.
 """
 
-from service.storage.base import (
-    DEFAULT_CHUNK_SIZE,
-    AsyncBlobReader,
-    BlobInfo,
-    BlobMeta,
-    BlobNotFound,
-    BlobReader,
-    BlobStore,
-    BlobTooLarge,
-    RangeNotSatisfiable,
-    validate_key,
-    validate_prefix,
-)
+from service.storage.base import BlobStore
 from service.storage.config import open_blob_store, parse_blob_url
+from service.storage.errors import BlobNotFound, BlobTooLarge, RangeNotSatisfiable
 from service.storage.file_store import FileBlobStore
+from service.storage.keys import validate_key, validate_prefix
+from service.storage.streams import DEFAULT_CHUNK_SIZE, AsyncBlobReader, BlobInfo, BlobMeta, BlobReader
 from service.storage.sweep import SweepResult, sweep_orphans
 
 __all__ = [

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from service.storage.base import BlobStore, validate_prefix
+from service.storage.base import BlobStore
 from service.storage.file_store import FileBlobStore
+from service.storage.keys import validate_prefix
 
 if TYPE_CHECKING:
     from service.settings import Settings

@@ -18,20 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from service.storage.base import (
-    DEFAULT_CHUNK_SIZE,
-    AsyncBlobReader,
-    BlobInfo,
-    BlobMeta,
-    BlobNotFound,
-    BlobReader,
-    BlobStore,
-    Meter,
-    require_folder_prefix,
-    resolve_range,
-    validate_key,
-    validate_prefix,
-)
+from service.storage.base import BlobStore
+from service.storage.errors import BlobNotFound
+from service.storage.keys import require_folder_prefix, resolve_range, validate_key, validate_prefix
+from service.storage.streams import DEFAULT_CHUNK_SIZE, AsyncBlobReader, BlobInfo, BlobMeta, BlobReader, Meter
 
 TEMP_DIR = ".tmp"
 # Writes of an async put are gathered to this size before each trip to a worker thread.

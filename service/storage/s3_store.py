@@ -27,20 +27,17 @@ import obstore
 from obstore.exceptions import NotFoundError
 from obstore.store import S3Store
 
-from service.storage.base import (
+from service.storage.base import BlobStore
+from service.storage.errors import BlobNotFound
+from service.storage.keys import require_folder_prefix, resolve_range, validate_key, validate_prefix
+from service.storage.streams import (
     DEFAULT_CHUNK_SIZE,
     AsyncBlobReader,
     BlobInfo,
     BlobMeta,
-    BlobNotFound,
     BlobReader,
-    BlobStore,
     Meter,
-    require_folder_prefix,
-    resolve_range,
     split_chunk,
-    validate_key,
-    validate_prefix,
 )
 
 # Multipart parts: S3 wants >= 5 MiB (all but the last) and at most 10,000 parts, so 8 MiB
