@@ -22,3 +22,11 @@ def best_of(repeats: int, run) -> tuple[object, float]:
         result = run()
         best = min(best, time.perf_counter() - start)
     return result, best
+
+
+def publish(text: str, path: Path, write: bool = True) -> None:
+    """Print a benchmark's table, and write it to its results file unless asked not to."""
+    print(text)
+    if write:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")

@@ -43,50 +43,22 @@ class Benchmark:
         return folder / f"{self.name}.md"
 
 
+# name, what it measures, its arguments for a full run and for --quick, then what it needs.
+B = Benchmark
 BENCHMARKS = [
-    Benchmark(
-        "scaling",
-        "throughput with 1/2/4 workers; create, get, download latency by concurrency vs bare FastAPI",
-        (),
-        ("--quick",),
-    ),
-    Benchmark("backbone", "status GET vs bare FastAPI; create-to-running; per-job overhead", (), ("--quick",)),
-    Benchmark("model_cache", "first job on a model vs the second (worker model cache)", (), ()),
-    Benchmark(
-        "deconvnet",
-        "batched projection vs a per-neuron loop and Captum",
-        ("--size", "96"),
-        ("--size", "64", "--images", "32", "--baseline-passes", "1"),
-        takes_device=True,
-    ),
-    Benchmark(
-        "actmax",
-        "optimization step vs raw truncated forward+backward; batch scaling",
-        ("--steps", "4"),
-        ("--steps", "1", "--reps", "1", "--scaling", "1,8"),
-        takes_device=True,
-    ),
-    Benchmark(
-        "tabular_attribution",
-        "attribution rows/s; kernel_shap vs shap's KernelExplainer at equal error",
-        (),
-        ("--rows", "200", "--repeats", "1", "--shap-rows", "20", "--sweep", "10,50"),
-        needs=("shap",),
-    ),
-    Benchmark(
-        "interactions",
-        "exact pairwise Shapley interactions (k-SII) rows/s vs shapiq's exact computation",
-        (),
-        ("--rows", "40", "--shapiq-rows", "8", "--repeats", "1"),
-        needs=("shapiq",),
-    ),
-    Benchmark(
-        "job_costs",
-        "a job of every kind with default settings, end to end, against POST /v1/jobs/estimate",
-        (),
-        ("--quick",),
-        takes_device=True,
-    ),
+    B("scaling", "throughput with 1/2/4 workers; create, get, download latency by concurrency vs bare FastAPI", (), ("--quick",)),
+    B("backbone", "status GET vs bare FastAPI; create-to-running; per-job overhead", (), ("--quick",)),
+    B("model_cache", "first job on a model vs the second (worker model cache)", (), ()),
+    B("deconvnet", "batched projection vs a per-neuron loop and Captum", ("--size", "96"),
+      ("--size", "64", "--images", "32", "--baseline-passes", "1"), takes_device=True),
+    B("actmax", "optimization step vs raw truncated forward+backward; batch scaling", ("--steps", "4"),
+      ("--steps", "1", "--reps", "1", "--scaling", "1,8"), takes_device=True),
+    B("tabular_attribution", "attribution rows/s; kernel_shap vs shap's KernelExplainer at equal error", (),
+      ("--rows", "200", "--repeats", "1", "--shap-rows", "20", "--sweep", "10,50"), needs=("shap",)),
+    B("interactions", "exact pairwise Shapley interactions (k-SII) rows/s vs shapiq's exact computation", (),
+      ("--rows", "40", "--shapiq-rows", "8", "--repeats", "1"), needs=("shapiq",)),
+    B("job_costs", "a job of every kind with default settings, end to end, against POST /v1/jobs/estimate", (),
+      ("--quick",), takes_device=True),
 ]
 
 

@@ -25,7 +25,7 @@ import warnings
 import numpy as np
 import torch
 
-from bench import best_of, results_dir
+from bench import best_of, publish, results_dir
 from worker.core.attribution import OutputForward
 from worker.core.attribution.base import coalition_values, column_masks
 from worker.core.attribution.integrated_hessians import integrated_hessians
@@ -155,11 +155,7 @@ def main() -> None:
         f"alone run at {args.rows / t_values:,.1f} rows/s: ours is bound by evaluating the model, while shapiq adds "
         "per-row Python work on top of the same model evaluations.\n"
     )
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text + "\n")
+    publish("\n".join(lines), RESULTS, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 import torch
 
-from bench import best_of, results_dir
+from bench import best_of, publish, results_dir
 from worker.core.attribution import OutputForward, explain
 from worker.models.builtin import BUILTIN_MODELS, DATA
 from worker.models.retail import RETAIL_FEATURES
@@ -165,11 +165,7 @@ def main() -> None:
         f"n_samples=128: {captum_rps:.1f} rows/s; this is why kernel_shap here draws one coalition set per job and "
         "solves all rows at once.\n"
     )
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text + "\n")
+    publish("\n".join(lines), RESULTS, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -123,6 +123,18 @@ class Tab:
         page.press("#key-input", "Enter")
         self.wait_ready()
 
+    def start(self, model: str, kind: str | None = None, layer: str | None = None, unit: int | None = None):
+        """Open the page with the key, then choose the model, kind, layer and unit; the page."""
+        self.open()
+        self.choose_model(model)
+        if kind is not None:
+            self.choose_kind(kind)
+        if layer is not None:
+            self.page.click(f'#layer-table tr[data-layer="{layer}"]')
+        if unit is not None:
+            self.page.fill("#unit-input", str(unit))
+        return self.page
+
     def wait_ready(self) -> None:
         self.page.wait_for_selector("body[data-ready=true]")
         self.page.wait_for_selector("#model-select option", state="attached")

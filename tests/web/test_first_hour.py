@@ -88,12 +88,7 @@ def test_api_docs_render_every_operation_with_no_internet(browser, web_stack):
 
 def test_the_objective_shows_the_fields_of_its_type_and_marks_the_required_ones(tab):
     params_model = load_plugins(Settings(plugins=[])).kinds["activation_maximization"].params_model
-    tab.open()
-    page = tab.page
-    tab.choose_model("shapes-cnn")
-    tab.choose_kind("activation_maximization")
-    page.click('#layer-table tr[data-layer="features.6"]')
-    page.fill("#unit-input", "3")
+    page = tab.start("shapes-cnn", "activation_maximization", layer="features.6", unit=3)
     fillers = {"objective.layer": "features.6", "objective.units": "3", "objective.vector": "1, 0.5"}
     for objective_type in ("neuron", "channel", "layer", "class", "direction"):
         tab.param("objective.type", objective_type)
@@ -194,10 +189,7 @@ def test_the_form_shows_what_the_job_would_cost_before_it_is_submitted(tab):
         return 200, {"kind": body["kind"], "seconds": {"cpu": 4.2 * top_k, "gpu": gpu}, "basis": "a test's figures"}
 
     bodies = estimate_route(tab.page, answer)
-    tab.open()
-    page = tab.page
-    tab.choose_model("shapes-cnn")
-    page.click('#layer-table tr[data-layer="features.6"]')
+    page = tab.start("shapes-cnn", layer="features.6")
     # 4.2 x 9 = 37.8 s and 3.46 s, as a person reads them.
     until(page, "document.querySelector('#estimate').textContent === 'about 38 s on a CPU worker (3.5 s on a GPU)'")
     assert bodies[-1] == json.loads(page.text_content("#request-preview"))
@@ -210,10 +202,7 @@ def test_the_form_shows_what_the_job_would_cost_before_it_is_submitted(tab):
 @pytest.mark.parametrize("status", [404, 405])
 def test_a_service_without_estimates_shows_none_and_no_error(tab, status):
     bodies = estimate_route(tab.page, lambda body: (status, {"title": "Not Found", "status": status}))
-    tab.open()
-    page = tab.page
-    tab.choose_model("shapes-cnn")
-    page.click('#layer-table tr[data-layer="features.6"]')
+    page = tab.start("shapes-cnn", layer="features.6")
     page.wait_for_selector("body[data-estimate=unsupported]")
     assert bodies  # it asked, once the form was filled
     tab.param("top_k", "4")
@@ -228,10 +217,7 @@ def test_the_estimate_shown_is_the_services_own(tab, web_stack):
         pytest.skip("this build has no POST /v1/jobs/estimate yet")
     assert response.status_code == 200, response.text
     seconds = response.json()["seconds"]
-    tab.open()
-    page = tab.page
-    tab.choose_model("shapes-cnn")
-    page.click('#layer-table tr[data-layer="features.6"]')
+    page = tab.start("shapes-cnn", layer="features.6")
     assert json.loads(page.text_content("#request-preview")) == body
     page.wait_for_selector("#estimate", state="visible")
     shown = float(page.get_attribute("#estimate", "data-cpu"))

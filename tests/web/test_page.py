@@ -77,9 +77,7 @@ def test_deconvnet_from_key_prompt_through_progress_to_the_result(tab, web_stack
 
 
 def test_model_inspection_lists_the_layers_of_a_torchvision_model(tab, web_stack):
-    tab.open()
-    page = tab.page
-    tab.choose_model("torchvision/squeezenet1_1")
+    page = tab.start("torchvision/squeezenet1_1")
     assert page.is_visible("#inspect-model")
     assert page.locator("#layer-table tbody tr").count() == 0
     page.select_option("#weights-select", "random")
@@ -106,9 +104,7 @@ def test_tabular_attribution_shows_the_importance_chart_and_a_sortable_table(tab
         kinds = {k["name"] for k in client.get("/v1/kinds").json()}
     if "tabular_attribution" not in kinds:
         pytest.skip("the tabular_attribution kind is not installed in this deployment")
-    tab.open()
-    page = tab.page
-    tab.choose_model("retail-mlp")
+    page = tab.start("retail-mlp")
     assert page.input_value("#kind-select") == "tabular_attribution"
     assert page.input_value('.param-field[data-param="dataset"] input') == "retail-sample"
     tab.param("sample", "8")
@@ -140,12 +136,7 @@ def test_activation_maximization_shows_the_grid_then_each_image_with_its_numbers
         kinds = {k["name"] for k in client.get("/v1/kinds").json()}
     if "activation_maximization" not in kinds or not module_exists("worker.kinds.activation_maximization"):
         pytest.skip("the activation_maximization kind is not installed in this deployment")
-    tab.open()
-    page = tab.page
-    tab.choose_model("shapes-cnn")
-    tab.choose_kind("activation_maximization")
-    page.click('#layer-table tr[data-layer="features.6"]')
-    page.fill("#unit-input", "3")
+    page = tab.start("shapes-cnn", "activation_maximization", layer="features.6", unit=3)
     tab.param("objective.type", "channel")
     assert page.input_value('.param-field[data-param="objective.layer"] input') == "features.6"
     assert page.input_value('.param-field[data-param="objective.units"] input') == "3"
@@ -169,10 +160,7 @@ def test_activation_maximization_shows_the_grid_then_each_image_with_its_numbers
 def test_a_running_job_is_canceled_then_deleted_from_the_history(tab, web_stack):
     from playwright.sync_api import expect
 
-    tab.open()
-    page = tab.page
-    tab.choose_model("test-model")
-    tab.choose_kind("test-lifecycle")
+    page = tab.start("test-model", "test-lifecycle")
     tab.param("steps", "600")
     tab.param("step_seconds", "0.05")
     job_id = tab.submit()
@@ -200,10 +188,7 @@ def test_a_running_job_is_canceled_then_deleted_from_the_history(tab, web_stack)
 
 
 def test_api_errors_are_shown_as_the_api_worded_them(tab, web_stack):
-    tab.open()
-    page = tab.page
-    tab.choose_model("shapes-cnn")
-    page.click('#layer-table tr[data-layer="features.6"]')
+    page = tab.start("shapes-cnn", layer="features.6")
     tab.param("top_k", "600")
     body = json.loads(page.text_content("#request-preview"))
     assert body == {"kind": "deconvnet", "model": "shapes-cnn", "params": {"layer": "features.6", "dataset": "shapes-val", "top_k": 600}}
