@@ -64,6 +64,9 @@ class JobKind(BaseModel):
     # service.kinds.cost.Estimate, with dataset_records keyed by the ids `datasets` names
     # (POST /v1/jobs/estimate answers it; torch-free, like `check`).
     cost: Callable[[Any, dict[str, Any], dict[str, dict[str, Any]]], Any] | None = None
+    # A step of another job's fan-out (a shard, a merge): run by workers, never created, listed
+    # or estimated through the API.
+    internal: bool = False
 
 
 WebhookEvent = Literal["running", "succeeded", "failed", "canceled"]

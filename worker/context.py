@@ -51,6 +51,9 @@ class JobFailed(Exception):
 class JobOutput:
     summary: dict[str, Any] = field(default_factory=dict)
     artifacts: list[ArtifactBlob] = field(default_factory=list)
+    # The job handed itself over to its fan-out (service/jobstore/fanout.py): its merge step
+    # finishes it, not this worker.
+    handed_over: bool = False
 
 
 @dataclass(kw_only=True)

@@ -76,6 +76,9 @@ def _run_job(job_id: str) -> None:
             raise JobFailed("invalid-params", "This worker does not run this job kind", record.kind)
         params = validate_params(kind, record.params, runtime.settings)
         output = runtime.handler(kind)(ctx, params)
+        if output.handed_over:
+            log.info("job %s handed over to its fan-out in %.3f s", job_id, time.perf_counter() - started)
+            return
         prefix, refs = runtime.artifacts.write(job_id, output.artifacts)
         outcome = runs.finish(
             job_id, runtime.name, JobStatus.succeeded, summary=output.summary, artifacts=refs, artifacts_prefix=prefix

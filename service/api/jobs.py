@@ -46,6 +46,7 @@ def list_kinds(kinds: Kinds, _: Tenant) -> list[KindInfo]:
     return [
         KindInfo(name=k.name, description=k.description, params_schema=k.params_model.model_json_schema())
         for k in kinds.values()
+        if not k.internal
     ]
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import time
 
+from rq.job import Job as RQJob
+
 from service.blob_leases import BlobLeases
 from service.jobspec import JobError, JobStatus
 from service.jobstore.record import _text
 from service.jobstore.runs import JobRuns, RequeueOutcome
-from service.jobstore.store import RQ_TIMEOUT_GRACE_SECONDS
+from service.jobstore.store import ENQUEUE_REPAIR_AFTER_SECONDS, RQ_TIMEOUT_GRACE_SECONDS
 from service.storage import BlobStore
 
 # Heartbeats older than this are dropped from the workers' sorted set.
@@ -70,8 +72,34 @@ class Reaper:
                     ),
                 )
                 counts["timed_out"] += outcome == "finished"
+        counts["timed_out"] += self._settle_overdue_fanouts(now)
+        self._repair_fanout_steps(now)
         self.redis.zremrangebyscore(self.keys.workers, "-inf", now - FORGET_WORKERS_AFTER_SECONDS)
         return counts
+
+    def _settle_overdue_fanouts(self, now: float) -> int:
+        """A handed-over job past its time limit (plus RQ's grace) fails with `timeout`."""
+        ended = 0
+        for parent_id in self.runs.fanout.overdue(now - 2 * RQ_TIMEOUT_GRACE_SECONDS):
+            record = self.store.record(parent_id)
+            if record is None or record.status != JobStatus.running:
+                self.redis.zrem(self.keys.fanouts, parent_id)
+                continue
+            error = JobError(type="timeout", title="The job ran past its time limit",
+                             detail=f"limit {record.timeout_seconds} s; its steps did not finish in time")  # fmt: skip
+            ended += self.runs.fanout.end(record, JobStatus.failed, error) == "finished"
+        return ended
+
+    def _repair_fanout_steps(self, now: float) -> None:
+        """Steps created but never handed to RQ (their worker died between the two) are queued."""
+        for raw_id in self.redis.zrange(self.keys.fanouts, 0, -1):
+            parent = self.store.record(_text(raw_id))
+            steps = (parent.fanout or {}) if parent is not None else {}
+            for step_id in [*steps.get("shards", []), steps.get("merge", "")]:
+                step = self.store.record(step_id) if step_id else None
+                if step is not None and step.status == JobStatus.queued and now - step.created_at > ENQUEUE_REPAIR_AFTER_SECONDS:
+                    if not RQJob.exists(step_id, connection=self.redis):
+                        self.store.enqueue(step_id)
 
     def _settle_lost(self, job_id: str, worker: str, attempts: int, counts: dict[str, int]) -> None:
         tries = 1 + self.settings.worker_lost_retries

@@ -52,6 +52,12 @@ class JobRecord:
     # Where the artifacts are in the blob store ('' for a job of before the blob store, whose
     # artifacts are Redis keys until they expire).
     artifacts_prefix: str = ""
+    # Fan-out: a step's parent job; a parent's steps {"shards": [ids], "merge": id} and how many
+    # of them are done; a merge step's shards (what it waits for on RQ).
+    parent: str = ""
+    fanout: dict[str, Any] | None = None
+    steps_done: int = 0
+    after: list[str] = field(default_factory=list)
     # The API's serialized `Job`, kept with a cached record (see reader.py); never stored.
     cached_json: bytes | None = field(default=None, repr=False, compare=False)
 
@@ -84,6 +90,10 @@ class JobRecord:
             result=document("result"),
             webhook=document("webhook"),
             artifacts_prefix=fields.get("artifacts_prefix", ""),
+            parent=fields.get("parent", ""),
+            fanout=document("fanout"),
+            steps_done=int(fields.get("steps_done") or 0),
+            after=json.loads(fields["after"]) if fields.get("after") else [],
         )
 
     def to_redis(self) -> dict[str, str]:
@@ -103,6 +113,10 @@ class JobRecord:
         }
         if self.webhook is not None:
             fields["webhook"] = json.dumps(self.webhook)
+        if self.parent:
+            fields["parent"] = self.parent
+        if self.after:
+            fields["after"] = json.dumps(self.after)
         return fields
 
     @property

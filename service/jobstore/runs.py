@@ -12,6 +12,7 @@ from typing import Any
 
 from service.jobspec import ArtifactRef, JobError, JobResult, JobStatus
 from service.jobstore import scripts
+from service.jobstore.fanout import FanOut
 from service.jobstore.record import JobRecord, _text
 from service.jobstore.stats import observe_duration
 from service.jobstore.store import JobStore
@@ -38,6 +39,7 @@ class JobRuns:
         self._progress = scripts.PROGRESS.bind(connection)
         self._finish = scripts.FINISH.bind(connection)
         self._requeue = scripts.REQUEUE.bind(connection)
+        self.fanout = FanOut(self)
 
     def start(self, job_id: str, worker: str) -> JobRecord | None:
         """Claim a queued job for `worker` and return its record as it now stands; None when it
@@ -105,6 +107,7 @@ class JobRuns:
                 active=self.keys.tenant_active(record.tenant),
                 stats=self.keys.job_stats,
                 leases=self.keys.blob_leases,
+                fanouts=self.keys.fanouts,
                 job_id=job_id,
                 worker=worker,
                 status=status.value,
@@ -120,6 +123,8 @@ class JobRuns:
             if record.started_at is not None:
                 observe_duration(self.redis, self.keys, record.kind, time.time() - record.started_at)
             self.store.admit(record.tenant)
+            if record.parent:
+                self.fanout.step_finished(record, status, error)
             if record.webhook:
                 self.store.notify(record.tenant, self.store.get(record.tenant, job_id))
         return outcome

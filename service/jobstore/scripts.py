@@ -99,13 +99,14 @@ return 0
 # `worker` '' means whoever runs it (the reaper settles jobs of dead workers).
 FINISH = LuaScript(
     "finish",
-    keys=("job_key", "running", "active", "stats", "leases"),
+    keys=("job_key", "running", "active", "stats", "leases", "fanouts"),
     args=("job_id", "worker", "status", "now", "ttl", "error_json", "result_json", "channel", "artifacts_prefix"),
     body="""
 local state = redis.call('HMGET', job_key, 'status', 'worker', 'kind')
 if state[1] ~= 'running' or (worker ~= '' and state[2] ~= worker) then return 'not-owner' end
 local seconds = tonumber(ttl)
 redis.call('ZREM', running, job_id)
+redis.call('ZREM', fanouts, job_id)
 local fields = {'status', status, 'finished_at', now, 'expires_at', tostring(tonumber(now) + seconds)}
 if status == 'succeeded' then
   table.insert(fields, 'fraction'); table.insert(fields, '1')
@@ -195,5 +196,40 @@ for i = 1, #artifact_keys do redis.call('DEL', artifact_keys[i]) end
 redis.call('ZREM', tenant_jobs, job_id)
 redis.call('PUBLISH', channel, cjson.encode({type = 'deleted'}))
 return 'deleted'
+""",
+)
+
+# A running job hands itself over to its fan-out: its steps (created just before) now do the
+# work on any worker, and a merge step finishes it. The job leaves the heartbeat reaper's watch
+# (`running`) for the fan-out's (`fanouts`, by deadline): no worker owns it any more.
+HAND_OVER = LuaScript(
+    "hand_over",
+    keys=("job_key", "running", "fanouts"),
+    args=("job_id", "worker", "owner", "deadline", "fanout_json", "message", "channel"),
+    body="""
+local state = redis.call('HMGET', job_key, 'status', 'worker')
+if state[1] ~= 'running' or state[2] ~= worker then return 'not-owner' end
+redis.call('HSET', job_key, 'worker', owner, 'fanout', fanout_json, 'steps_done', '0', 'message', message)
+redis.call('ZREM', running, job_id)
+redis.call('ZADD', fanouts, tonumber(deadline), job_id)
+redis.call('PUBLISH', channel, cjson.encode({type = 'progress', fraction = tonumber(redis.call('HGET', job_key, 'fraction') or '0'), message = message}))
+return 'handed-over'
+""",
+)
+
+# One step of a fan-out is done: the parent's progress moves (its share of `span`, after `base`).
+STEP_DONE = LuaScript(
+    "step_done",
+    keys=("job_key",),
+    args=("owner", "steps", "base", "span", "channel"),
+    body="""
+local state = redis.call('HMGET', job_key, 'status', 'worker')
+if state[1] ~= 'running' or state[2] ~= owner then return -1 end
+local done = redis.call('HINCRBY', job_key, 'steps_done', 1)
+local fraction = tonumber(base) + tonumber(span) * done / tonumber(steps)
+local message = done .. ' of ' .. steps .. ' steps done'
+redis.call('HSET', job_key, 'fraction', tostring(fraction), 'message', message)
+redis.call('PUBLISH', channel, cjson.encode({type = 'progress', fraction = fraction, message = message}))
+return done
 """,
 )

@@ -20,6 +20,7 @@ from rq.serializers import JSONSerializer
 
 from service.jobspec import Job, JobStatus
 from service.jobstore import scripts
+from service.jobstore.fanout import FANOUT_OWNER
 from service.jobstore.ids import encode_page_token, new_job_id
 from service.jobstore.record import JobRecord, _text
 from service.jobstore.stats import job_stats
@@ -204,6 +205,14 @@ class JobStore:
             )
         )
         after = self.get(tenant, job_id)
+        if outcome == CancelOutcome.REQUESTED and after is not None:
+            record = self.record(job_id)
+            if record is not None and record.worker == FANOUT_OWNER:
+                # No worker runs a handed-over job: it ends now, and its steps with it.
+                from service.jobstore.runs import JobRuns
+
+                JobRuns(self).fanout.end(record, JobStatus.canceled)
+                return CancelOutcome.CANCELED, self.get(tenant, job_id)
         if outcome == CancelOutcome.CANCELED:
             self._cancel_on_rq(job_id)
             self.admit(tenant)
@@ -268,6 +277,8 @@ class JobStore:
             func=RUN_JOB_FUNCTION,
             args=(job_id,),
             job_id=job_id,
+            # A fan-out's merge step runs once RQ has run every shard it waits for.
+            depends_on=record.after or None,
             timeout=record.timeout_seconds + RQ_TIMEOUT_GRACE_SECONDS,
             result_ttl=0,
             failure_ttl=self.settings.result_ttl_seconds,

@@ -37,8 +37,8 @@ class JobPlan:
 
 def find_kind(kinds: dict[str, JobKind], name: str) -> JobKind:
     kind = kinds.get(name)
-    if kind is None:
-        allowed = ", ".join(sorted(kinds)) or "none (no job kinds are installed)"
+    if kind is None or kind.internal:
+        allowed = ", ".join(sorted(k for k, v in kinds.items() if not v.internal)) or "none (no job kinds are installed)"
         raise invalid(["body", "kind"], f"unknown job kind {name!r}; allowed: {allowed}", "unknown-kind")
     return kind
 
@@ -91,6 +91,11 @@ def check_dataset(use: DatasetUse, tenant: str, datasets: Catalog, model_record:
         raise invalid(
             loc, f"dataset {use.dataset_id!r} holds {record.get('kind')}; this needs {use.kind}", "wrong-dataset-kind"
         )
+    if record.get("status", "ready") != "ready":
+        why = f"its indexing failed: {record.get('error')}" if record.get("status") == "failed" else (
+            f"it is being indexed (job {record.get('indexing_job')}); submit again once it is ready"
+        )
+        raise invalid(loc, f"dataset {use.dataset_id!r} is {record.get('status')}: {why}", "dataset-not-ready")
     if use.check is not None:
         use.check(record, model_record)
     return record
