@@ -11,6 +11,7 @@ deployments can share one Redis:
   ns:tenants-waiting           set: tenants whose waiting list is not empty
   ns:running                   sorted set: running job ids by start time (for the reaper)
   ns:workers                   sorted set: worker names by last heartbeat time
+  ns:fanouts                   sorted set: jobs handed over to their fan-out (shards + merge), by deadline
   ns:reaper-lock               string: held by the one process that reaps this interval
   ns:artifact:{id}:{name}      string: an artifact of before the blob store (read until it expires)
   ns:idem:{t}:{sha256(key)}    string: JSON {id, fingerprint} of an Idempotency-Key
@@ -20,6 +21,7 @@ deployments can share one Redis:
   ns:{collection}:{scope}      hash: catalog records (collection `models` or `datasets`)
   ns:blob-leases               sorted set: blob-store prefixes by when they may be deleted
   ns:blob:{collection}:{scope}:{id}   string: an uploaded file of before the blob store (migrated)
+  ns:blob-migration-lock       string: held by the one process moving those files to the store
   ns:webhooks:...              webhook deliveries (see service/webhooks.py)
   {namespace}-jobs             RQ's queue (RQ keeps its own keys under `rq:`)
 """
@@ -68,6 +70,10 @@ class Keys:
         return f"{self.ns}:workers"
 
     @property
+    def fanouts(self) -> str:
+        return f"{self.ns}:fanouts"
+
+    @property
     def reaper_lock(self) -> str:
         return f"{self.ns}:reaper-lock"
 
@@ -108,6 +114,10 @@ class Keys:
 
     def blob(self, collection: str, scope: str, blob_id: str) -> str:
         return f"{self.ns}:blob:{collection}:{scope}:{blob_id}"
+
+    @property
+    def blob_migration_lock(self) -> str:
+        return f"{self.ns}:blob-migration-lock"
 
     # ---- webhooks --------------------------------------------------------------------
 
