@@ -14,20 +14,21 @@ import redis.asyncio
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from service.api import artifacts, catalog, events, health, jobs
+from service.api import artifacts, catalog, datasets, events, health, jobs
 from service.api.auth import declare_bearer_security
 from service.api.body_size import BodySizeLimitMiddleware
 from service.api.docs import mount_docs
 from service.api.metrics import JobStatsCollector, RequestMetrics, RequestMetricsMiddleware
 from service.api.problems import document_problems, install_problem_handlers
 from service.api.web import mount_web
-from service.blobs import RedisUploads
+from service.blobs import LegacyUploads
 from service.catalogs import DatasetCatalog, ModelCatalog
 from service.jobstore import AsyncJobReader, JobRuns, JobStore, Reaper
 from service.plugins import load_plugins
 from service.redis_connection import UNCONFIGURED_REDIS_URL, redis_options
 from service.settings import Settings
 from service.storage import open_blob_store
+from service.uploaded_files import UploadedFiles
 from service.webhooks import WebhookSender
 
 log = logging.getLogger("glassbox.api")
@@ -47,6 +48,21 @@ async def run_reaper(reaper: Reaper, interval: float) -> None:
             log.exception("reaper failed")
 
 
+async def migrate_legacy_uploads(app: FastAPI) -> None:
+    """Uploads of before the blob store go into it (service/blobs.py); the API
+    takes its turn for the lock with the workers, and does not wait for another's move."""
+    owner = f"api-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    try:
+        legacy = LegacyUploads(app.state.redis, app.state.store.keys, app.state.uploaded_files, owner)
+        moved = await asyncio.to_thread(legacy.migrate, wait=False)
+        if moved:
+            log.warning("moved %d uploads of before the blob store into it", moved)
+    except redis.RedisError as exc:
+        log.warning("uploads of before the blob store not moved yet (redis unavailable: %s); a worker moves them", exc)
+    except Exception:
+        log.exception("moving uploads of before the blob store failed; a worker tries again when it starts")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     plugins = load_plugins(settings)
@@ -54,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         reaper = asyncio.create_task(run_reaper(app.state.reaper, settings.reaper_interval_seconds))
+        migration = asyncio.create_task(migrate_legacy_uploads(app))
         job_events = asyncio.create_task(app.state.reader.run())
         sender = WebhookSender(app.state.redis, settings) if settings.webhook_secret else None
         if sender is not None:
@@ -64,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             reaper.cancel()
+            migration.cancel()
             job_events.cancel()
             if sender is not None:
                 sender.stop()
@@ -98,7 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.reader = AsyncJobReader(app.state.async_redis, app.state.store.keys)
     app.state.catalog = ModelCatalog(connection, settings)
     app.state.datasets = DatasetCatalog(connection, settings)
-    app.state.uploads = RedisUploads(connection, settings)
+    app.state.uploaded_files = UploadedFiles(connection, app.state.store.keys, app.state.blobs)
     registry = CollectorRegistry()
     registry.register(JobStatsCollector(app.state.store))
     app.state.metrics_registry = registry
@@ -120,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(artifacts.router)
     app.include_router(health.router)
     app.include_router(catalog.router)
+    app.include_router(datasets.router)
     mount_web(app)
     mount_docs(app)
     app.add_middleware(

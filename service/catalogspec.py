@@ -54,6 +54,8 @@ class ModelInfo(BaseModel):
         "(a torchvision architecture's mean/std), or a contract that may not be what the model was "
         "trained with (no normalization given).",
     )
+    bytes: int | None = Field(default=None, description="Uploads: the size of the uploaded file.")
+    sha256: str | None = Field(default=None, description="Uploads: the SHA-256 of the uploaded file (hex).")
 
 
 class ModelSummary(BaseModel):
@@ -65,23 +67,75 @@ class ModelSummary(BaseModel):
     description: str = ""
 
 
+class DatasetFile(BaseModel):
+    name: str = Field(description="The uploaded file's name (a shard's, for tar shards).")
+    bytes: int
+    sha256: str
+
+
 class DatasetInfo(BaseModel):
     id: str
     kind: Literal["images", "table"]
-    source: Literal["builtin", "upload"] = "builtin"
+    source: Literal["builtin", "upload", "registered"] = Field(
+        default="builtin",
+        description="`upload`: sent as files; `registered`: read where it is (`uri`), never copied.",
+    )
+    status: Literal["pending", "ready", "failed"] = Field(
+        default="ready",
+        description="`pending`: a registered source being indexed (the `dataset_indexing` job named in "
+        "`indexing_job`); `ready`; `failed` (see `error`). Jobs can use a dataset once it is ready.",
+    )
     description: str = ""
-    count: int = Field(description="Images, or rows.")
-    image_size: list[int] | None = None
+    count: int = Field(description="Images, or rows (0 while pending).")
+    image_size: list[int] | None = Field(default=None, description="[H, W] when every image has that size.")
     columns: list[dict[str, Any]] | None = Field(
         default=None,
         description="Name, inferred type (`numeric` or `categorical`), count of `missing` cells, and, "
         "for a categorical column, its `categories` (null beyond 50 distinct values).",
     )
+    format: Literal["zip", "tar", "tar-shards", "files", "csv"] | None = Field(
+        default=None,
+        description="How the data is stored: one zip or tar archive, tar shards (WebDataset), a folder of "
+        "image files, or a CSV file.",
+    )
+    labels: list[str] | None = Field(
+        default=None,
+        description="Class names, from the ImageFolder layout (`<class>/<file>` below the folder all images "
+        "share) or WebDataset `<key>.cls` files; null when the images carry no labels. Each image's class "
+        "is recorded in the dataset's index.",
+    )
+    label_counts: dict[str, int] | None = Field(default=None, description="Images per class.")
+    uri: str | None = Field(default=None, description="Registered datasets: the source, as registered.")
+    files: list[DatasetFile] | None = Field(default=None, description="Uploads: the files stored.")
+    bytes: int | None = Field(default=None, description="Uploads: the bytes stored (all files).")
+    error: str | None = Field(default=None, description="Why indexing failed.")
+    indexing_job: str | None = Field(default=None, description="Registered datasets: the job that indexes it.")
     skipped: list[str] = Field(
         default_factory=list,
         description="Archive entries left out as not images (README.txt, .DS_Store, __MACOSX/...); the first 20.",
     )
     skipped_count: int = Field(default=0, description="How many entries were left out in all.")
+
+
+class DatasetRegistration(BaseModel):
+    """`POST /v1/datasets` with a JSON body: data that already lives in the blob store or under
+    an allowed dataset root, indexed where it is (never copied)."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+        description="The dataset id (default: the source's last path segment).",
+    )
+    source: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="`file:///absolute/path` (a folder of images in class folders, a folder of .tar shards, "
+        "a .zip or a .tar, under one of GLASSBOX_DATASET_ROOTS) or `store:sources/<your tenant>/<path>` "
+        "(a key or folder in the blob store).",
+    )
+    description: str = Field(default="", max_length=2000)
 
 
 class ImageInput(BaseModel):

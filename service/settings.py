@@ -50,7 +50,10 @@ class Settings(BaseSettings):
         default="auto", pattern=DEVICE_PATTERN, description="`auto`, `cpu`, `cuda` or `cuda:N`."
     )
     max_upload_bytes: int = Field(
-        default=512 * 1024 * 1024, ge=1024, description="Largest model or dataset upload."
+        default=20 * 1024**3,
+        ge=1024,
+        description="Largest model or dataset upload (a multipart body; the files are spooled to the "
+        "temporary folder, then streamed to the blob store).",
     )
     max_request_bytes: int = Field(
         default=8 * 1024 * 1024,
@@ -148,6 +151,11 @@ class Settings(BaseSettings):
     presign_expires_seconds: int = Field(
         default=300, ge=1, le=7 * 24 * 3600, description="How long a presigned download URL is valid."
     )
+    dataset_roots: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated absolute paths under which datasets may be registered in place "
+        "(`POST /v1/datasets` with a `file:///...` source). Empty: none (file sources are refused).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("api_keys", mode="before")
@@ -175,6 +183,15 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [p.strip() for p in value.split(",") if p.strip()]
         return value
+
+    @field_validator("dataset_roots", mode="before")
+    @classmethod
+    def _parse_dataset_roots(cls, value: object) -> object:
+        roots = [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else value
+        for root in roots if isinstance(roots, list) else []:
+            if not isinstance(root, str) or not root.startswith("/"):
+                raise ValueError(f"dataset roots are absolute paths: {root!r}")
+        return roots
 
     @field_validator("blob_url")
     @classmethod

@@ -1,7 +1,9 @@
-"""Checks of uploaded files, done by the API before anything is stored (no torch, no unpickling).
+"""Checks of uploaded files, done before anything is stored (no torch, no unpickling).
 
-Each check either returns what it learned about the file or raises `UploadRejected` with a
-message that names the problem (the entry, row or column) and, where it helps, what to do.
+Every check reads a seekable binary file (the spool Starlette wrote the upload to, a local
+file) a piece at a time, never the whole file into memory. Each either returns what it learned
+or raises `UploadRejected` with a message that names the problem (the entry, row or column)
+and, where it helps, what to do. Image archives are checked and indexed in service/datasets.
 """
 
 from __future__ import annotations
@@ -10,25 +12,19 @@ import csv
 import io
 import json
 import math
+import os
 import struct
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 IMAGE_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg"}
-MAX_DATASET_IMAGES = 20_000
 MAX_IMAGE_PIXELS = 25_000_000  # one 5000 x 5000 image; more is a decompression bomb here
-MAX_COMPRESSION_RATIO = 200
 MAX_CSV_ROWS = 1_000_000
 MAX_CSV_COLUMNS = 2_000
 MAX_CATEGORIES_LISTED = 50
 MAX_SKIPPED_LISTED = 20
-# Entries taken for images: a picture's extension, or PNG/JPEG bytes under any name. Other
-# entries (README.txt, .DS_Store, __MACOSX/ forks) are skipped and listed in the record; an
-# image-named entry that is not a PNG or JPEG is refused rather than silently left out.
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
-IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024  # safetensors' own limit
 
 EXPORT_ADVICE = (
     "Glassbox never unpickles uploads. Export the model instead, with a batch dimension that "
@@ -48,28 +44,44 @@ class UploadRejected(ValueError):
         self.slug = slug
 
 
+def file_size(file: IO[bytes]) -> int:
+    """The size of a seekable file; leaves it at its start."""
+    size = file.seek(0, os.SEEK_END)
+    file.seek(0)
+    return size
+
+
+def head_bytes(file: IO[bytes], count: int) -> bytes:
+    file.seek(0)
+    data = file.read(count)
+    file.seek(0)
+    return data
+
+
 # ---- models ------------------------------------------------------------------------------
 
 
-def _looks_pickled(data: bytes) -> bool:
+def _looks_pickled(start: bytes) -> bool:
     # Pickle protocols 2-5 start with PROTO (0x80) and the protocol number.
-    return len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5
+    return len(start) >= 2 and start[0] == 0x80 and 2 <= start[1] <= 5
 
 
-def check_model_file(data: bytes, declared_format: str) -> dict[str, Any]:
+def check_model_file(file: IO[bytes], declared_format: str) -> dict[str, Any]:
     """What kind of file this is, refusing pickles however they are dressed up."""
-    if not data:
+    size = file_size(file)
+    if size == 0:
         raise UploadRejected("the model file is empty")
-    if _looks_pickled(data):
+    start = head_bytes(file, 8)
+    if _looks_pickled(start):
         raise UploadRejected("this is a pickled checkpoint. " + EXPORT_ADVICE, "pickled-upload")
-    if data[:4] == b"PK\x03\x04":
-        return _check_pt2(data, declared_format)
-    return _check_safetensors(data, declared_format)
+    if start[:4] == b"PK\x03\x04":
+        return _check_pt2(file, declared_format)
+    return _check_safetensors(file, size, declared_format)
 
 
-def _check_pt2(data: bytes, declared_format: str) -> dict[str, Any]:
+def _check_pt2(file: IO[bytes], declared_format: str) -> dict[str, Any]:
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
+        archive = zipfile.ZipFile(file)
         names = archive.namelist()
     except (zipfile.BadZipFile, OSError) as exc:
         raise UploadRejected(f"the file starts like a zip archive but cannot be read: {exc}") from exc
@@ -78,37 +90,47 @@ def _check_pt2(data: bytes, declared_format: str) -> dict[str, Any]:
             "this is a `torch.save` checkpoint (a zip holding a pickle). " + EXPORT_ADVICE, "pickled-upload"
         )
     format_entries = [n for n in names if n.endswith("/archive_format") or n == "archive_format"]
-    if not format_entries or archive.read(format_entries[0]).strip() != b"pt2":
+    archive_format = b""
+    if format_entries:
+        try:
+            with archive.open(format_entries[0]) as entry:
+                archive_format = entry.read(64).strip()
+        except (zipfile.BadZipFile, OSError, RuntimeError) as exc:
+            raise UploadRejected(f"the archive's `archive_format` entry cannot be read: {exc}") from exc
+    if archive_format != b"pt2":
         raise UploadRejected("a zip archive that is not a torch.export .pt2 archive (no `archive_format` = pt2)")
     if declared_format != "exported_program":
         raise UploadRejected(f"the file is a torch.export archive but the manifest says format {declared_format!r}")
     return {"format": "exported_program", "entries": len(names)}
 
 
-def _check_safetensors(data: bytes, declared_format: str) -> dict[str, Any]:
-    if len(data) < 8:
+def _check_safetensors(file: IO[bytes], size: int, declared_format: str) -> dict[str, Any]:
+    if size < 8:
         raise UploadRejected("the file is truncated (shorter than a safetensors header)")
-    (header_length,) = struct.unpack("<Q", data[:8])
-    if header_length <= 0 or 8 + header_length > len(data):
+    (header_length,) = struct.unpack("<Q", head_bytes(file, 8))
+    if header_length <= 0 or 8 + header_length > size or header_length > MAX_SAFETENSORS_HEADER:
         raise UploadRejected(
             "not a safetensors file, nor a torch.export .pt2 archive (or it is truncated); "
             "accepted formats: exported_program (.pt2), safetensors"
         )
+    file.seek(8)
+    raw_header = file.read(header_length)
+    file.seek(0)
     try:
-        header = json.loads(data[8 : 8 + header_length])
+        header = json.loads(raw_header)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UploadRejected(f"the safetensors header is not valid JSON: {exc}") from exc
     if not isinstance(header, dict):
         raise UploadRejected("the safetensors header is not a JSON object")
-    payload = len(data) - 8 - header_length
+    payload = size - 8 - header_length
     tensors = 0
     for name, entry in header.items():
         if name == "__metadata__":
             continue
         if not isinstance(entry, dict) or not isinstance(entry.get("data_offsets"), list):
             raise UploadRejected(f"safetensors entry {name!r} has no data_offsets")
-        start, end = entry["data_offsets"]
-        if not (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end <= payload):
+        offsets = entry["data_offsets"]
+        if len(offsets) != 2 or not all(isinstance(o, int) for o in offsets) or not 0 <= offsets[0] <= offsets[1] <= payload:
             raise UploadRejected(f"safetensors entry {name!r} points outside the file (truncated upload?)")
         tensors += 1
     if declared_format != "safetensors":
@@ -116,17 +138,7 @@ def _check_safetensors(data: bytes, declared_format: str) -> dict[str, Any]:
     return {"format": "safetensors", "tensors": tensors}
 
 
-# ---- datasets ----------------------------------------------------------------------------
-
-
-@dataclass
-class DatasetSummary:
-    kind: str  # "images" | "table"
-    count: int
-    image_size: list[int] | None = None
-    columns: list[dict[str, Any]] | None = None
-    names: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # every entry left out, in archive order
+# ---- images ------------------------------------------------------------------------------
 
 
 def check_image_header(data: bytes, label: str, *, verify: bool = False) -> tuple[int, int]:
@@ -156,61 +168,18 @@ def check_image_header(data: bytes, label: str, *, verify: bool = False) -> tupl
     return width, height
 
 
-def _is_image_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
-    name = info.filename
-    base = name.rsplit("/", 1)[-1]
-    if name.startswith("__MACOSX/") or base.startswith("."):
-        return False  # macOS resource forks and hidden files, whatever their extension
-    if PurePosixPath(base).suffix.lower() in IMAGE_EXTENSIONS:
-        return True
-    with archive.open(info) as entry:
-        return entry.read(8).startswith(IMAGE_MAGIC)
-
-
-def check_image_zip(data: bytes) -> DatasetSummary:
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-        infos = archive.infolist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise UploadRejected(f"not a readable zip archive: {exc}") from exc
-    images = []
-    skipped = []
-    total = 0
-    for info in infos:
-        name = info.filename
-        if info.is_dir():
-            continue
-        if name.startswith("/") or "\\" in name or any(part == ".." for part in name.split("/")):
-            raise UploadRejected(f"zip entry {name!r} has an unsafe path")
-        if info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1) and info.file_size > 1_000_000:
-            raise UploadRejected(f"zip entry {name!r} expands {info.file_size // max(info.compress_size, 1)}x: refused as a zip bomb")
-        total += info.file_size
-        if total > MAX_COMPRESSION_RATIO * max(len(data), 1):
-            raise UploadRejected("the archive expands too much: refused as a zip bomb")
-        try:
-            is_image = _is_image_entry(archive, info)
-        except (zipfile.BadZipFile, OSError, RuntimeError) as exc:  # RuntimeError: encrypted entry
-            raise UploadRejected(f"zip entry {name!r} cannot be read: {exc}") from exc
-        (images if is_image else skipped).append(info)
-    skipped_names = [i.filename for i in skipped]
-    if not images:
-        listed = f" (skipped, not images: {_listed(skipped_names)})" if skipped_names else ""
-        raise UploadRejected(f"the zip archive holds no PNG or JPEG images{listed}")
-    if len(images) > MAX_DATASET_IMAGES:
-        raise UploadRejected(f"{len(images)} images; at most {MAX_DATASET_IMAGES} per dataset")
-    sizes = set()
-    for info in sorted(images, key=lambda i: i.filename):
-        blob = archive.read(info)
-        width, height = check_image_header(blob, f"zip entry {info.filename!r}", verify=True)
-        sizes.add((height, width))
-    names = sorted(i.filename for i in images)
-    image_size = list(next(iter(sizes))) if len(sizes) == 1 else None
-    return DatasetSummary("images", len(images), image_size=image_size, names=names, skipped=skipped_names)
-
-
-def _listed(names: list[str]) -> str:
+def listed(names: list[str]) -> str:
     shown = ", ".join(repr(n) for n in names[:MAX_SKIPPED_LISTED])
     return shown + (f" ... ({len(names)} in all)" if len(names) > MAX_SKIPPED_LISTED else "")
+
+
+# ---- tables ------------------------------------------------------------------------------
+
+
+@dataclass
+class TableSummary:
+    count: int
+    columns: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _parse_number(value: str) -> float | None:
@@ -221,12 +190,22 @@ def _parse_number(value: str) -> float | None:
     return number
 
 
-def check_csv(data: bytes) -> DatasetSummary:
+def check_csv(file: IO[bytes] | bytes) -> TableSummary:
+    """Column types (numeric or categorical), missing cells and categories of a CSV with a
+    header, read row by row."""
+    binary = io.BytesIO(file) if isinstance(file, bytes) else file
+    binary.seek(0)
+    text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
     try:
-        text = data.decode("utf-8-sig")
+        return _check_rows(csv.reader(text))
     except UnicodeDecodeError as exc:
         raise UploadRejected(f"the CSV is not UTF-8 text: {exc}") from exc
-    reader = csv.reader(io.StringIO(text))
+    finally:
+        text.detach()  # leave the caller's file open
+        binary.seek(0)
+
+
+def _check_rows(reader: Any) -> TableSummary:
     try:
         header = next(reader)
     except StopIteration:
@@ -280,4 +259,4 @@ def check_csv(data: bytes) -> DatasetSummary:
             distinct = sorted(values[column])
             entry["categories"] = distinct if len(distinct) <= MAX_CATEGORIES_LISTED else None
         columns.append(entry)
-    return DatasetSummary("table", count, columns=columns)
+    return TableSummary(count, columns)

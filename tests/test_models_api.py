@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from tests.conftest import wait_until
 from tests.test_jobs_api import assert_problem
 from worker.models.shapes import SHAPES_CLASSES, ShapesCNN
 
@@ -148,9 +149,14 @@ def test_an_exported_program_upload_is_inspected_then_cached_between_jobs(models
     # Another tenant sees nothing of it.
     assert_problem(models_stack.client(key="key-bob-0123456789").get("/v1/models/uploaded-net"), 404)
     assert upload(client, "uploaded-net", exported_archive(), manifest("uploaded-net")).status_code == 409
+    prefix = json.loads(models_stack.redis.hget(f"{models_stack.namespace}:models:alice", "uploaded-net"))["prefix"]
+    assert [b.key for b in models_stack.blob_store().list_blobs(prefix)] == [f"{prefix}/model.pt2"]
     assert client.delete("/v1/models/uploaded-net").status_code == 204
     assert_problem(client.get("/v1/models/uploaded-net"), 404)
-    assert models_stack.redis.keys(f"{models_stack.namespace}:blob:models:alice:uploaded-net") == []
+    # The file goes at the reaper's next sweep, and its lease with it.
+    wait_until(lambda: not list(models_stack.blob_store().list_blobs(prefix)), timeout=20, what="the file's deletion")
+    wait_until(lambda: models_stack.redis.zscore(f"{models_stack.namespace}:blob-leases", prefix) is None, timeout=20,
+               what="the lease to go")  # fmt: skip
     assert_problem(client.delete("/v1/models/shapes-cnn"), 409)
 
 
@@ -175,9 +181,12 @@ def test_safetensors_uploads_fit_their_architecture_or_fail_with_the_reason(mode
     assert record["status"] == "failed" and "classifier.2.bias" in record["error"]
 
 
-def no_trace_left(stack, name: str) -> bool:
-    return not stack.redis.keys(f"{stack.namespace}:blob:*{name}*") and not stack.redis.hget(
-        f"{stack.namespace}:models:alice", name
+def no_trace_left(stack, name: str, collection: str = "models") -> bool:
+    leases = [p.decode() for p in stack.redis.zrange(f"{stack.namespace}:blob-leases", 0, -1)]
+    return (
+        not stack.redis.hget(f"{stack.namespace}:{collection}:alice", name)
+        and not list(stack.blob_store().list_blobs(f"{collection}/alice/{name}"))
+        and not [p for p in leases if p.startswith(f"{collection}/alice/{name}/")]
     )
 
 
@@ -259,8 +268,7 @@ def test_dataset_uploads_are_checked_and_described(models_stack):
     for filename, data, needle in cases:
         problem = assert_problem(client.post("/v1/datasets", files={"file": (filename, data)}), 422)
         assert needle in problem["detail"], (filename, problem["detail"])
-        stem = filename.split(".")[0]
-        assert not models_stack.redis.keys(f"{models_stack.namespace}:blob:datasets:alice:{stem}")
+        assert no_trace_left(models_stack, filename.split(".")[0], "datasets"), filename
     assert client.delete("/v1/datasets/pics").status_code == 204
     assert_problem(client.get("/v1/datasets/pics"), 404)
     assert_problem(client.delete("/v1/datasets/shapes-val"), 409)

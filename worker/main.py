@@ -16,7 +16,7 @@ from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
 from service.blob_leases import BlobLeases
-from service.blobs import RedisUploads
+from service.blobs import LegacyUploads
 from service.catalogs import BUILTIN_SCOPE, DatasetCatalog, ModelCatalog
 from service.catalogspec import ModelInfo
 from service.jobstore import ArtifactFiles, JobRuns, JobStore, Reaper
@@ -25,6 +25,7 @@ from service.readiness import mark_builtins_registered
 from service.redis_connection import redis_options
 from service.settings import Settings
 from service.storage import open_blob_store
+from service.uploaded_files import UploadedFiles
 from worker.datasets import DatasetLoader
 from worker.device import resolve_device
 from worker.models.builtin import BUILTIN_MODELS, builtin_dataset_records
@@ -144,9 +145,9 @@ def run_worker(settings: Settings) -> int:
     device = resolve_device(settings.device)
     catalog = ModelCatalog(connection, settings)
     dataset_catalog = DatasetCatalog(connection, settings)
-    blobs = RedisUploads(connection, settings)
     store = JobStore(connection, settings)
     files = open_blob_store(settings)
+    uploaded = UploadedFiles(connection, store.keys, files)
     runtime = WorkerRuntime(
         name=worker_name(),
         settings=settings,
@@ -155,14 +156,19 @@ def run_worker(settings: Settings) -> int:
         artifacts=ArtifactFiles(files, BlobLeases(connection, store.keys)),
         kinds=plugins.kinds,
         device=device,
-        models=ModelLoader(catalog, blobs, ModelCache(settings.model_cache_bytes), device),
-        datasets=DatasetLoader(dataset_catalog, blobs),
+        models=ModelLoader(catalog, files, ModelCache(settings.model_cache_bytes), device),
+        datasets=DatasetLoader(dataset_catalog, uploaded, settings.dataset_roots),
     )
     register_builtins(settings, runtime.models, dataset_catalog, plugins.models, Path(settings.data_dir) / "cache")
     log.info("worker %s on %s, kinds: %s", runtime.name, runtime.device, ", ".join(runtime.kinds) or "none")
     heartbeat = Heartbeat(runtime)
     heartbeat.start()
     try:
+        # Jobs read uploads from the blob store: those of before it are moved first (by this
+        # worker, or by whichever process took the lock; service/blobs.py).
+        moved = LegacyUploads(connection, store.keys, uploaded, runtime.name).migrate(wait=True)
+        if moved:
+            log.warning("moved %d uploads of before the blob store into it", moved)
         while True:
             worker = GlassboxWorker(
                 [runtime.store.queue],

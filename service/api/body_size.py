@@ -1,4 +1,8 @@
-"""Request body size limits, enforced before a body is parsed (413 problem+json)."""
+"""Request body size limits, enforced before a body is parsed (413 problem+json).
+
+Multipart bodies to the upload paths get `GLASSBOX_MAX_UPLOAD_BYTES` (they are spooled to disk,
+then streamed to the blob store); every other body, JSON to those paths included (a dataset
+registration), gets `GLASSBOX_MAX_REQUEST_BYTES`, since JSON is parsed in memory."""
 
 from __future__ import annotations
 
@@ -24,8 +28,9 @@ class BodySizeLimitMiddleware:
         self.max_request_bytes = max_request_bytes
         self.max_upload_bytes = max_upload_bytes
 
-    def limit_for(self, path: str) -> int:
-        if any(path == p or path.startswith(p + "/") for p in UPLOAD_PATHS):
+    def limit_for(self, path: str, content_type: bytes) -> int:
+        multipart = content_type.split(b";", 1)[0].strip().lower() == b"multipart/form-data"
+        if multipart and any(path == p or path.startswith(p + "/") for p in UPLOAD_PATHS):
             return self.max_upload_bytes
         return self.max_request_bytes
 
@@ -33,8 +38,9 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limit_for(scope["path"])
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        limit = self.limit_for(scope["path"], headers.get(b"content-type", b""))
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await self._too_large(limit)(scope, receive, send)
             return

@@ -1,47 +1,47 @@
-"""/v1/models and /v1/datasets: what jobs can look into, and what with."""
+"""/v1/models: what jobs can look into. An upload is checked where Starlette spooled it, then
+streamed to the blob store (service/uploaded_files.py) and inspected by a worker; /v1/datasets
+is in service/api/datasets.py."""
 
 from __future__ import annotations
 
 import json
-import re
-from pathlib import PurePosixPath
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Path, Request, Response, UploadFile
 from pydantic import ValidationError
 
 from service.api.auth import Tenant
-from service.api.deps import Datasets, Store, problem_responses
+from service.api.deps import Store, problem_responses
 from service.api.head import add_head_routes
 from service.api.operation_ids import camel_case_operation_id
 from service.api.problems import ProblemError
-from service.blobs import RedisUploads
 from service.catalogs import BUILTIN_SCOPE, ModelCatalog
-from service.catalogspec import DatasetInfo, ModelInfo, ModelManifest, ModelSummary
+from service.catalogspec import ModelInfo, ModelManifest, ModelSummary
 from service.kinds.model_inspection import MODEL_INSPECTION
 from service.model_refs import TORCHVISION_PREFIX
-from service.uploads import MAX_SKIPPED_LISTED, UploadRejected, check_csv, check_image_zip, check_model_file
+from service.uploaded_files import UploadedFiles
+from service.uploads import UploadRejected, check_model_file
 from service.validation import invalid, nested_validation_error
 
 router = APIRouter(prefix="/v1", generate_unique_id_function=camel_case_operation_id)
 
 BUILTIN_ARCHITECTURES = ("shapes-cnn", "tabular-mlp")
-DATASET_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+STORED_MODEL_NAMES = {"exported_program": "model.pt2", "safetensors": "weights.safetensors"}
 
 
 async def get_models(request: Request) -> ModelCatalog:
     return request.app.state.catalog
 
 
-async def get_blobs(request: Request) -> RedisUploads:
-    return request.app.state.uploads
+async def get_uploaded_files(request: Request) -> UploadedFiles:
+    return request.app.state.uploaded_files
 
 
 Models = Annotated[ModelCatalog, Depends(get_models)]
-Blobs = Annotated[RedisUploads, Depends(get_blobs)]
+Files = Annotated[UploadedFiles, Depends(get_uploaded_files)]
 
 
-def _rejected(exc: UploadRejected, field: str = "file") -> ProblemError:
+def rejected(exc: UploadRejected, field: str = "file") -> ProblemError:
     return ProblemError(
         422, exc.slug, str(exc), title="Upload refused", errors=[{"loc": ["body", field], "msg": str(exc), "type": exc.slug}]
     )
@@ -89,7 +89,7 @@ def upload_model(
     response: Response,
     tenant: Tenant,
     models: Models,
-    blobs: Blobs,
+    files: Files,
     store: Store,
     file: Annotated[UploadFile, File(description="The .pt2 or .safetensors file.")],
     manifest: Annotated[str, Form(description="The manifest, a JSON document (see ModelManifest).")],
@@ -112,11 +112,10 @@ def upload_model(
                 f"unknown architecture {parsed.architecture!r}; allowed: {', '.join(BUILTIN_ARCHITECTURES)} "
                 "or torchvision/<name> (GET /v1/models lists the torchvision ones)",
             )
-    data = file.file.read()
     try:
-        check_model_file(data, parsed.format)
+        check_model_file(file.file, parsed.format)
     except UploadRejected as exc:
-        raise _rejected(exc) from exc
+        raise rejected(exc) from exc
     model_id = parsed.name
     if models.get(tenant, model_id) is not None:
         raise ProblemError(409, "model-exists", f"A model {model_id!r} exists; delete it first or pick another name.")
@@ -132,25 +131,35 @@ def upload_model(
         labels=parsed.labels,
         warnings=warnings,
     ).model_dump()
-    record.update(format=parsed.format, architecture=parsed.architecture, bytes=len(data))
-    blobs.put("models", tenant, model_id, data)
+    settings = request.app.state.settings
+    prefix = files.begin("models", tenant, model_id)
     try:
-        models.put(tenant, model_id, record)
+        stored_name = STORED_MODEL_NAMES[parsed.format]
+        info = files.put_file(f"{prefix}/{stored_name}", file.file, settings.max_upload_bytes)
+        record.update(
+            format=parsed.format, architecture=parsed.architecture, bytes=info.size, sha256=info.sha256, prefix=prefix,
+            file={"name": file.filename or stored_name, "key": info.key},
+        )  # fmt: skip
+        if not files.publish("models", tenant, model_id, record):
+            raise ProblemError(409, "model-exists", f"A model {model_id!r} exists; delete it first or pick another name.")
+    except BaseException:
+        files.discard(prefix)
+        raise
+    try:
         outcome = store.create(
             tenant,
             kind=MODEL_INSPECTION,
             model=model_id,
             params={},
             metadata={"reason": "upload"},
-            timeout_seconds=min(600, request.app.state.settings.job_timeout_seconds),
+            timeout_seconds=min(600, settings.job_timeout_seconds),
         )
     except BaseException:
-        # Nothing half-registered stays behind.
-        models.remove(tenant, model_id)
-        blobs.delete("models", tenant, model_id)
+        # Nothing half-registered stays behind (the files go at the next sweep).
+        files.remove("models", tenant, model_id)
         raise
     record["inspection_job"] = outcome.job_id
-    models.put(tenant, model_id, record)
+    files.update("models", tenant, model_id, record, only_if_status="pending")
     response.headers["Location"] = f"/v1/models/{model_id}"
     return ModelInfo.model_validate(record)
 
@@ -200,101 +209,11 @@ def input_contract(manifest: ModelManifest, models: ModelCatalog) -> tuple[dict,
     summary="Remove an uploaded model",
     responses=problem_responses(401, 404, 409, 503),
 )
-def delete_model(model_id: str, tenant: Tenant, models: Models, blobs: Blobs) -> Response:
+def delete_model(model_id: str, tenant: Tenant, models: Models, files: Files) -> Response:
     if models.get(tenant, model_id) is None:
         raise ProblemError(404, "model-not-found", f"No model {model_id!r}.")
-    if not models.remove(tenant, model_id):
+    if files.remove("models", tenant, model_id) is None:
         raise ProblemError(409, "builtin-model", f"{model_id!r} is built in; only uploaded models can be removed.")
-    blobs.delete("models", tenant, model_id)
-    return Response(status_code=204)
-
-
-# ---- datasets ----------------------------------------------------------------------------
-
-
-@router.get("/datasets", response_model=list[DatasetInfo], tags=["datasets"], responses=problem_responses(401, 503))
-def list_datasets(tenant: Tenant, datasets: Datasets) -> list[DatasetInfo]:
-    return [DatasetInfo.model_validate(r) for r in datasets.records(tenant)]
-
-
-@router.get(
-    "/datasets/{dataset_id}", response_model=DatasetInfo, tags=["datasets"], responses=problem_responses(401, 404, 503)
-)
-def get_dataset(dataset_id: str, tenant: Tenant, datasets: Datasets) -> DatasetInfo:
-    record = datasets.get(tenant, dataset_id)
-    if record is None:
-        raise ProblemError(404, "dataset-not-found", f"No dataset {dataset_id!r}; GET /v1/datasets lists them.")
-    return DatasetInfo.model_validate(record)
-
-
-@router.post(
-    "/datasets",
-    status_code=201,
-    response_model=DatasetInfo,
-    tags=["datasets"],
-    summary="Upload a dataset (multipart `file`: a .zip of PNG/JPEG images, or a .csv with a header)",
-    description="Images of a zip are indexed in file-name order; entries that are not images "
-    "(README.txt, .DS_Store, __MACOSX/...) are skipped and listed in `skipped`. A CSV's column "
-    "types are inferred (numeric or categorical) and reported.",
-    responses=problem_responses(401, 409, 413, 422, 503),
-)
-def upload_dataset(
-    response: Response,
-    tenant: Tenant,
-    datasets: Datasets,
-    blobs: Blobs,
-    file: Annotated[UploadFile, File(description="A .zip of images or a .csv file.")],
-    name: Annotated[str | None, Form(pattern=DATASET_ID_PATTERN, description="The dataset id (default: the file name).")] = None,
-    description: Annotated[str, Form(max_length=2000)] = "",
-) -> DatasetInfo:
-    dataset_id = name or re.sub(r"[^A-Za-z0-9._-]", "-", PurePosixPath(file.filename or "dataset").stem)[:100].strip("-.")
-    if not re.fullmatch(DATASET_ID_PATTERN, dataset_id or ""):
-        raise invalid(["body", "name"], "give the dataset a `name` (letters, digits, `.`, `_`, `-`)")
-    data = file.file.read()
-    try:
-        if data[:4] == b"PK\x03\x04":
-            summary = check_image_zip(data)
-        elif (file.filename or "").lower().endswith(".zip"):
-            raise UploadRejected("the file is named .zip but is not a zip archive")
-        else:
-            summary = check_csv(data)
-    except UploadRejected as exc:
-        raise _rejected(exc) from exc
-    if datasets.get(tenant, dataset_id) is not None:
-        raise ProblemError(409, "dataset-exists", f"A dataset {dataset_id!r} exists; delete it first or pick another name.")
-    record = DatasetInfo(
-        id=dataset_id,
-        kind=summary.kind,
-        source="upload",
-        description=description,
-        count=summary.count,
-        image_size=summary.image_size,
-        columns=summary.columns,
-    ).model_dump()
-    record["bytes"] = len(data)
-    if summary.names:
-        record["names"] = summary.names
-    record["skipped"] = summary.skipped[:MAX_SKIPPED_LISTED]
-    record["skipped_count"] = len(summary.skipped)
-    blobs.put("datasets", tenant, dataset_id, data)
-    try:
-        datasets.put(tenant, dataset_id, record)
-    except BaseException:
-        blobs.delete("datasets", tenant, dataset_id)
-        raise
-    response.headers["Location"] = f"/v1/datasets/{dataset_id}"
-    return DatasetInfo.model_validate(record)
-
-
-@router.delete(
-    "/datasets/{dataset_id}", status_code=204, tags=["datasets"], responses=problem_responses(401, 404, 409, 503)
-)
-def delete_dataset(dataset_id: str, tenant: Tenant, datasets: Datasets, blobs: Blobs) -> Response:
-    if datasets.get(tenant, dataset_id) is None:
-        raise ProblemError(404, "dataset-not-found", f"No dataset {dataset_id!r}.")
-    if not datasets.remove(tenant, dataset_id):
-        raise ProblemError(409, "builtin-dataset", f"{dataset_id!r} is built in; only uploads can be removed.")
-    blobs.delete("datasets", tenant, dataset_id)
     return Response(status_code=204)
 
 

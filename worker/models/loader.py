@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from service.blobs import RedisUploads
 from service.catalogs import ModelCatalog
 from service.catalogspec import ModelInfo
 from service.model_refs import ModelRef, ModelRefError, parse_model_ref
+from service.storage import BlobNotFound, BlobStore
 from worker.context import JobFailed
 from worker.core.batching import (
     BatchSizes,
@@ -26,7 +26,7 @@ from worker.models import tabular
 from worker.models.builtin import BUILTIN_MODELS
 from worker.models.cache import LoadedModel, ModelCache
 from worker.models.torchvision_models import WeightsUnavailable, load_torchvision
-from worker.models.uploaded import load_exported_program, load_state_dict_into
+from worker.models.uploaded import ModelFile, load_exported_program, load_state_dict_into, safetensors_shapes
 
 log = logging.getLogger("glassbox.worker")
 
@@ -59,9 +59,9 @@ def build_architecture(architecture: str, record: dict[str, Any], state_keys: di
 
 
 class ModelLoader:
-    def __init__(self, catalog: ModelCatalog, blobs: RedisUploads, cache: ModelCache, device: str):
+    def __init__(self, catalog: ModelCatalog, store: BlobStore, cache: ModelCache, device: str):
         self.catalog = catalog
-        self.blobs = blobs
+        self.store = store
         self.cache = cache
         self.device = device
 
@@ -80,8 +80,8 @@ class ModelLoader:
         ref, scope, record = self.resolve(tenant, model_text)
         if record.get("status") == "failed":
             raise JobFailed("model-invalid", "The model failed inspection", record.get("error") or "")
-        # Uploads are keyed by their bytes' size and inspection job, so a re-upload is not confused.
-        version = f"{record.get('inspection_job', '')}:{record.get('bytes', '')}"
+        # Uploads are keyed by their file's sha256 and inspection job, so a re-upload is not confused.
+        version = f"{record.get('inspection_job', '')}:{record.get('sha256') or record.get('bytes', '')}"
         key = f"{scope}:{ref.cache_key}:{version}"
         hits_before = self.cache.hits
         started = time.perf_counter()
@@ -109,17 +109,26 @@ class ModelLoader:
             except WeightsUnavailable as exc:
                 raise JobFailed("weights-unavailable", "Pretrained weights are not available", str(exc)) from exc
         if source == "upload":
-            data = self.blobs.get("models", scope, ref.id)
-            if data is None:
-                raise JobFailed("unknown-model", "The uploaded file is gone", f"model {ref.id!r} was deleted")
+            data = self._uploaded_file(ref, record)
             if record.get("format") == "exported_program":
                 return load_exported_program(data)
-            from safetensors.torch import load as load_safetensors
-
-            shapes = {k: tuple(v.shape) for k, v in load_safetensors(data).items()}
-            module = build_architecture(record["architecture"], record, shapes)
+            module = build_architecture(record["architecture"], record, safetensors_shapes(data))
             return load_state_dict_into(module, data)
         raise JobFailed("model-invalid", "This model cannot be loaded", f"source {source!r}")
+
+    def _uploaded_file(self, ref: ModelRef, record: dict[str, Any]) -> ModelFile:
+        """The upload's file in place where the store is local, else its bytes, streamed."""
+        key = (record.get("file") or {}).get("key")
+        if not key:
+            raise JobFailed("unknown-model", "The uploaded file is not in the blob store yet",
+                            f"model {ref.id!r} was uploaded before the blob store; restart a worker to move it")  # fmt: skip
+        path = self.store.local_path(key)
+        if path is not None and path.is_file():
+            return path
+        try:
+            return self.store.get_bytes(key)
+        except BlobNotFound as exc:
+            raise JobFailed("unknown-model", "The uploaded file is gone", f"model {ref.id!r} was deleted") from exc
 
     def _inspect(self, scope: str, ref: ModelRef, module: nn.Module, record: dict[str, Any]) -> dict[str, Any]:
         example = example_input(record, self.device)

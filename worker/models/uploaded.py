@@ -12,10 +12,13 @@ import io
 import json
 import pickle
 import zipfile
+from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load as load_safetensors
+from safetensors.torch import load_file as load_safetensors_file
 from torch import nn
 from torch.export.graph_signature import InputKind
 
@@ -49,8 +52,17 @@ def no_unpickling():
         pickle.loads = real_pickle_loads
 
 
-def _check_payload_configs(data: bytes) -> None:
-    archive = zipfile.ZipFile(io.BytesIO(data))
+# An uploaded file as the worker has it: a local path (a `file` blob store: read in place,
+# safetensors memory-mapped) or its bytes (read from S3; weights are loaded in memory anyway).
+ModelFile = Path | bytes
+
+
+def _opened(source: ModelFile) -> Any:
+    return io.BytesIO(source) if isinstance(source, bytes) else source
+
+
+def _check_payload_configs(data: ModelFile) -> None:
+    archive = zipfile.ZipFile(_opened(data))
     for name in archive.namelist():
         if name.endswith("_config.json") and ("/data/weights/" in name or "/data/constants/" in name):
             config = json.loads(archive.read(name))
@@ -63,11 +75,11 @@ def _check_payload_configs(data: bytes) -> None:
                     )
 
 
-def load_exported_program(data: bytes) -> nn.Module:
+def load_exported_program(data: ModelFile) -> nn.Module:
     _check_payload_configs(data)
     try:
         with no_unpickling():
-            program = torch.export.load(io.BytesIO(data))
+            program = torch.export.load(_opened(data))
     except PickleRefused as exc:
         raise JobFailed("model-invalid", "The archive holds pickled objects", str(exc)) from exc
     except Exception as exc:
@@ -120,9 +132,20 @@ def declared_batch_sizes(program: torch.export.ExportedProgram) -> BatchSizes | 
     return BatchSizes(max(int(bounds.lower), 1), max(high, 1) if high is not None else None)
 
 
-def load_state_dict_into(module: nn.Module, data: bytes) -> nn.Module:
+def safetensors_shapes(data: ModelFile) -> dict[str, tuple]:
+    """Each tensor's shape, from the header only."""
     try:
-        state = load_safetensors(data)
+        if isinstance(data, bytes):
+            return {k: tuple(v.shape) for k, v in load_safetensors(data).items()}
+        with safe_open(str(data), framework="pt") as weights:
+            return {k: tuple(weights.get_slice(k).get_shape()) for k in weights.keys()}  # noqa: SIM118
+    except Exception as exc:
+        raise JobFailed("model-invalid", "Not a readable safetensors file", str(exc)) from exc
+
+
+def load_state_dict_into(module: nn.Module, data: ModelFile) -> nn.Module:
+    try:
+        state = load_safetensors(data) if isinstance(data, bytes) else load_safetensors_file(str(data))
     except Exception as exc:
         raise JobFailed("model-invalid", "Not a readable safetensors file", str(exc)) from exc
     expected = module.state_dict()
