@@ -167,15 +167,20 @@ class World:
             return self.dataset["id"]
         return self.jobs[label]["id"]
 
+    def stored_file(self, collection: str, name: str) -> bytes:
+        """The bytes of Alice's upload in the blob store, found through its catalog record."""
+        record = json.loads(self.stack.redis.hget(f"{self.stack.namespace}:{collection}:alice", name))
+        key = record["file"]["key"] if collection == "models" else record["files"][0]["key"]
+        return self.stack.blob_store().get_bytes(key)
+
     def assert_alice_unchanged(self, label: str) -> None:
         if label == "model":
             assert self.alice.get(f"/v1/models/{ALICE_MODEL}").json() == self.model
-            assert self.stack.redis.get(f"{self.stack.namespace}:blob:models:alice:{ALICE_MODEL}") == self.model_bytes
+            assert self.stored_file("models", ALICE_MODEL) == self.model_bytes
             return
         if label == "dataset":
             assert self.alice.get(f"/v1/datasets/{ALICE_DATASET}").json() == self.dataset
-            blob = self.stack.redis.get(f"{self.stack.namespace}:blob:datasets:alice:{ALICE_DATASET}")
-            assert blob == self.dataset_bytes
+            assert self.stored_file("datasets", ALICE_DATASET) == self.dataset_bytes
             return
         before = self.jobs[label]
         now = self.alice.get(f"/v1/jobs/{before['id']}")
