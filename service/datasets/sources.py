@@ -81,12 +81,15 @@ def resolve_under_roots(path: str, roots: list[str]) -> str:
         )
     allowed = ", ".join(roots)
     real = os.path.realpath(path)
-    if not os.path.exists(real):
-        raise SourceRefused(f"{path} does not exist (allowed roots: {allowed}; the API and the workers see the same paths)")
+    # Outside first: whether a path outside the roots exists is none of the caller's business.
     if containing_root(real, roots) is None:
         if containing_root(os.path.normpath(path), roots) is not None:
-            raise SourceRefused(f"{path} leads out of the allowed roots through a symbolic link (to {real}); allowed roots: {allowed}")
+            raise SourceRefused(
+                f"{path} leads out of the allowed roots through a symbolic link (to {real}); allowed roots: {allowed}"
+            )
         raise SourceRefused(f"{path} is outside the allowed roots: {allowed}")
+    if not os.path.exists(real):
+        raise SourceRefused(f"{path} does not exist (allowed roots: {allowed}; the API and the workers see the same paths)")
     return real
 
 
