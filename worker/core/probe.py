@@ -11,8 +11,11 @@ Two refinements make every activation addressable:
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -20,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from worker.core.batching import in_accepted_batches
+from worker.core.batching import accepted_batch_sizes, in_accepted_batches
 
 FUNCTIONAL_ACTIVATIONS: dict[Callable, str] = {
     F.relu: "relu",
@@ -217,3 +220,110 @@ def _capture_once(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor
     if not captured:
         raise KeyError(f"layer {layer!r} produced no output in a forward pass")
     return captured[0]
+
+
+def capture_activations(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The outputs of several `layers` for input `x`, from ONE forward pass that stops once the
+    last of them (in execution order) exists: one forward to the deepest, capturing all.
+
+    Every output but the last is cloned when it is captured: the layers after it may still
+    modify it in place (resnet's `ReLU(inplace=True)` rewrites a batch norm's output), and a
+    scan of several layers must see what a scan of each alone would. No hook outlives the
+    call. A model that takes only some batch sizes gets `x` in pieces (as `capture_activation`
+    does): each piece's outputs are packed side by side into one [rows, features] tensor so
+    that `in_accepted_batches` drops the padded rows, then unpacked.
+    """
+    names = list(dict.fromkeys(layers))
+    sizes = accepted_batch_sizes(model)
+    count = int(x.shape[0])
+    if sizes is None or sizes.accepts(count) or count == 0:
+        return _capture_many_once(model, x, names)
+    shapes: dict[str, torch.Size] = {}
+    dtypes: dict[str, torch.dtype] = {}
+
+    def packed(piece: torch.Tensor) -> torch.Tensor:
+        outputs = _capture_many_once(model, piece, names)
+        for name, output in outputs.items():
+            shapes[name], dtypes[name] = output.shape[1:], output.dtype
+        common = functools.reduce(torch.promote_types, dtypes.values())
+        return torch.cat([outputs[name].flatten(1).to(common) for name in names], dim=1)
+
+    flat = in_accepted_batches(model, x, packed)
+    widths = [math.prod(shapes[name]) for name in names]
+    pieces = torch.split(flat, widths, dim=1)
+    return {
+        name: piece.reshape(count, *shapes[name]).to(dtypes[name]) for name, piece in zip(names, pieces, strict=True)
+    }
+
+
+def _capture_many_once(model: nn.Module, x: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
+    modules = dict(model.named_modules())
+    by_module: dict[str, dict[int, str]] = {}  # module name -> call index -> layer
+    by_function: dict[tuple[str, str], dict[int, str]] = {}  # (parent, function) -> call index -> layer
+    for layer in layers:
+        module_name, function, call = parse_layer_name(layer)
+        if module_name and module_name not in modules:
+            raise KeyError(f"no module {module_name!r} in the model")
+        if function is None:
+            by_module.setdefault(module_name, {})[call] = layer
+        else:
+            by_function.setdefault((module_name, function), {})[call] = layer
+    captured: dict[str, torch.Tensor] = {}
+    calls: Counter[object] = Counter()
+
+    def keep(key: object, wanted: dict[int, str], output: torch.Tensor | None) -> None:
+        call = calls[key]
+        calls[key] += 1
+        layer = wanted.get(call)
+        if layer is None or output is None:
+            return
+        if len(captured) + 1 == len(layers):
+            captured[layer] = output
+            raise _Reached()
+        captured[layer] = output.clone()
+
+    handles = []
+    for module_name, wanted in by_module.items():
+        target = modules[module_name] if module_name else model
+
+        def post_hook(_module, _inputs, output, key=module_name, wanted=wanted):
+            keep(key, wanted, _first_tensor(output))
+
+        handles.append(target.register_forward_hook(post_hook))
+    mode = None
+    if by_function:
+        names = {m: n for n, m in modules.items()}
+        stack: list[str] = []
+
+        def enter(module, _inputs) -> None:
+            stack.append(names[module])
+
+        def leave(_module, _inputs, _output) -> None:  # returning None keeps the output
+            stack.pop()
+
+        handles += [m.register_forward_pre_hook(enter) for m in names]
+        handles += [m.register_forward_hook(leave) for m in names]
+
+        def on_call(fn_name: str, output: torch.Tensor) -> None:
+            parent = stack[-1] if stack else ""
+            wanted = by_function.get((parent, fn_name))
+            if wanted is None:
+                return
+            # Module activations (nn.ReLU) also go through F.relu: only count the bare calls.
+            if parent and type(modules[parent]).__name__.lower().startswith(fn_name.replace("_", "")):
+                return
+            keep((parent, fn_name), wanted, output)
+
+        mode = _FunctionalRecorder(on_call)
+    try:
+        with mode if mode is not None else contextlib.nullcontext():
+            model(x)
+    except _Reached:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    missing = [layer for layer in layers if layer not in captured]
+    if missing:
+        raise KeyError(f"layers {missing} produced no output in a forward pass")
+    return captured
