@@ -16,7 +16,7 @@ from service.kinds.dataset_indexing import DatasetIndexingParams
 from service.uploaded_files import WRITE_GRACE_SECONDS
 from service.uploads import UploadRejected
 from worker.artifacts import json_artifact
-from worker.context import JobContext, JobFailed, JobOutput
+from worker.context import JobCanceled, JobContext, JobFailed, JobOutput, JobTimedOut, WorkerShuttingDown
 
 
 def run_dataset_indexing(ctx: JobContext, params: DatasetIndexingParams) -> JobOutput:
@@ -40,6 +40,14 @@ def run_dataset_indexing(ctx: JobContext, params: DatasetIndexingParams) -> JobO
     except (UploadRejected, SourceRefused) as exc:
         _fail(ctx, record, str(exc))
         raise JobFailed("invalid-dataset", "The dataset cannot be indexed", str(exc)) from exc
+    except WorkerShuttingDown:
+        raise  # the job goes back to the queue; the dataset stays pending for the next try
+    except (JobCanceled, JobTimedOut) as exc:
+        _fail(ctx, record, "indexing was canceled" if isinstance(exc, JobCanceled) else "indexing ran past its time limit")
+        raise
+    except Exception as exc:  # unreadable storage and the like: say so on the dataset too
+        _fail(ctx, record, f"{type(exc).__name__} while indexing: {exc}")
+        raise
     ctx.progress(0.96, "writing the index", force=True)
     prefix = record["prefix"]
     files.leases.hold(prefix, WRITE_GRACE_SECONDS)

@@ -32,6 +32,7 @@ from service.api.problems import ProblemError
 from service.catalogspec import DatasetInfo, DatasetRegistration
 from service.datasets import sources, uploads
 from service.kinds.dataset_indexing import DATASET_INDEXING
+from service.settings import Settings
 from service.uploaded_files import WRITE_GRACE_SECONDS
 from service.uploads import UploadRejected
 from service.validation import InvalidRequest, invalid, with_allowed_names
@@ -152,16 +153,22 @@ async def _upload(
         prepared = await run_in_threadpool(uploads.prepare, spooled)
     except UploadRejected as exc:
         raise rejected(exc) from exc
-    _refuse_taken(datasets, tenant, dataset_id)
-    try:
-        record = await run_in_threadpool(
-            uploads.store, files, prepared, tenant, dataset_id, description=description,
-            max_bytes=request.app.state.settings.max_upload_bytes,
-        )  # fmt: skip
-    except uploads.NameTaken:
-        _refuse_taken(datasets, tenant, dataset_id, taken=True)
+    limit = request.app.state.settings.max_upload_bytes
+    record = await run_in_threadpool(_store_upload, datasets, files, prepared, tenant, dataset_id, description, limit)
     response.headers["Location"] = f"/v1/datasets/{dataset_id}"
     return DatasetInfo.model_validate(record)
+
+
+def _store_upload(
+    datasets: Datasets, files: Files, prepared: uploads.PreparedDataset, tenant: str, dataset_id: str,
+    description: str, limit: int,
+) -> dict[str, Any]:  # fmt: skip
+    _refuse_taken(datasets, tenant, dataset_id)
+    try:
+        return uploads.store(files, prepared, tenant, dataset_id, description=description, max_bytes=limit)
+    except uploads.NameTaken:
+        _refuse_taken(datasets, tenant, dataset_id, taken=True)
+        raise
 
 
 def _field_error(field: str, message: str) -> InvalidRequest:
@@ -198,11 +205,19 @@ async def _register(
         ]
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:5])
         raise InvalidRequest("validation-error", detail, errors) from exc
-    settings = request.app.state.settings
+    record = await run_in_threadpool(_register_source, body, tenant, request.app.state.settings, datasets, files, store)
+    response.status_code = 202
+    response.headers["Location"] = f"/v1/datasets/{record['id']}"
+    return DatasetInfo.model_validate(record)
+
+
+def _register_source(
+    body: DatasetRegistration, tenant: str, settings: Settings, datasets: Datasets, files: Files, store: Store
+) -> dict[str, Any]:
     try:
-        source = await run_in_threadpool(sources.parse_source, body.source, tenant, settings.dataset_roots)
+        source = sources.parse_source(body.source, tenant, settings.dataset_roots)
         if source.scheme == "store":
-            await run_in_threadpool(sources.check_store_source, files.store, source)
+            sources.check_store_source(files.store, source)
     except sources.SourceRefused as exc:
         raise invalid(["body", "source"], str(exc), "invalid-source") from exc
     dataset_id = body.name or _id_from(source.location)
@@ -228,9 +243,7 @@ async def _register(
         raise
     record["indexing_job"] = outcome.job_id
     files.update("datasets", tenant, dataset_id, record, only_if_status="pending")
-    response.status_code = 202
-    response.headers["Location"] = f"/v1/datasets/{dataset_id}"
-    return DatasetInfo.model_validate(record)
+    return record
 
 
 @router.delete(
