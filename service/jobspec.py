@@ -128,7 +128,8 @@ class Progress(BaseModel):
 class JobError(BaseModel):
     type: str = Field(
         description="Machine-readable, one of: `invalid-params` (params that could only be checked "
-        "once the job ran, e.g. a dataset deleted since submit), `invalid-rows` (table rows the "
+        "once the job ran, e.g. a dataset deleted since submit), `invalid-dataset` (a registered "
+        "dataset's indexing found an entry it refuses: the detail names it), `invalid-rows` (table rows the "
         "model's features cannot encode), `limit-exceeded` (the work found larger than a job may "
         "do), `unknown-model` (the model was deleted since submit), `model-invalid` (the model "
         "cannot be loaded or fails on an input matching its manifest), `weights-unavailable` "
