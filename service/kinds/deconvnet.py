@@ -36,7 +36,7 @@ class DeconvnetParams(BaseModel):
         description="Without `channels`: how many channels to show (default 8), chosen to show different things: "
         "the strongest, then each time the one whose top-k images overlap least with those already chosen.",
     )
-    dataset: str | None = Field(default=None, description="An image dataset id (a zip's images in file-name order).")
+    dataset: str | None = Field(default=None, description="An image dataset id (its images in file-name order, shard by shard).")
     images: list[str] | None = Field(
         default=None,
         min_length=1,
