@@ -166,9 +166,12 @@ def run_worker(settings: Settings) -> int:
     try:
         # Jobs read uploads from the blob store: those of before it are moved first (by this
         # worker, or by whichever process took the lock; service/blobs.py).
-        moved = LegacyUploads(connection, store.keys, uploaded, runtime.name).migrate(wait=True)
-        if moved:
-            log.warning("moved %d uploads of before the blob store into it", moved)
+        try:
+            moved = LegacyUploads(connection, store.keys, uploaded, runtime.name).migrate(wait=True)
+            if moved:
+                log.warning("moved %d uploads of before the blob store into it", moved)
+        except Exception:  # jobs on an upload not moved fail saying so; the next start tries again
+            log.exception("moving uploads of before the blob store failed")
         while True:
             worker = GlassboxWorker(
                 [runtime.store.queue],
