@@ -57,14 +57,8 @@ def assert_matches_brute_force(stats: LayerStats, batches, k, bottom_k):
     arrays = stats.to_arrays()
     for prefix in ("top", "bottom"):
         for c, entries in enumerate(expected[prefix]):
-            got = list(
-                zip(
-                    arrays[f"{prefix}_values"][c].tolist(),
-                    arrays[f"{prefix}_images"][c].tolist(),
-                    [tuple(p) for p in arrays[f"{prefix}_positions"][c].tolist()],
-                    strict=True,
-                )
-            )
+            parts = [arrays[f"{prefix}_{part}"][c].tolist() for part in ("values", "images", "positions")]
+            got = [(v, i, tuple(p)) for v, i, p in zip(*parts, strict=True)]
             assert got == [(float(v), i, p) for v, i, p in entries], (prefix, c)
     summary = stats.summary()
     for c, everything in enumerate(expected["values"]):
@@ -74,14 +68,11 @@ def assert_matches_brute_force(stats: LayerStats, batches, k, bottom_k):
         assert channel["fraction_positive"] == (everything > 0).mean()
         assert channel["max"] == everything.max()
     assert arrays["activations"] == sum(b[0][:, 0].size for b in batches)
-    classes = expected["classes"]
-    if classes:
-        for label, maxima in classes.items():
-            for c in range(maxima.shape[1]):
-                row = summary["channels"][c]["classes"][label]
-                assert row["count"] == maxima.shape[0]
-                assert row["mean"] == pytest.approx(maxima[:, c].astype(np.float64).mean(), rel=1e-12)
-                assert row["max"] == float(maxima[:, c].max())
+    for label, maxima in expected["classes"].items():
+        for c in range(maxima.shape[1]):
+            row = summary["channels"][c]["classes"][label]
+            assert row["count"] == maxima.shape[0] and row["max"] == float(maxima[:, c].max())
+            assert row["mean"] == pytest.approx(maxima[:, c].astype(np.float64).mean(), rel=1e-12)
     return expected
 
 
@@ -279,39 +270,32 @@ def test_non_finite_activations_are_refused_when_read():
 
 def test_every_float32_lands_in_the_bin_whose_edges_contain_it():
     rng = np.random.default_rng(5)
-    specials = np.array(
-        [
-            0.0,
-            -0.0,
-            1e-45,
-            -1e-45,
-            2.0**-24,
-            np.nextafter(np.float32(2.0**-24), np.float32(0)),
-            1.0,
-            -1.0,
-            1.0625,
-            np.finfo(np.float32).max,
-            -np.finfo(np.float32).max,
-            np.finfo(np.float32).tiny,
-        ],
-        dtype=np.float32,
-    )
-    values = np.concatenate(
-        [
-            specials,
-            rng.standard_normal(5000).astype(np.float32)
-            * np.float32(10.0) ** rng.integers(-40, 38, 5000).astype(np.float32),
-        ]
-    )
+    lower, upper = hist.bin_edges()
+    edges = np.concatenate([lower, upper])
+    edges = edges[np.abs(edges) <= np.finfo(np.float32).max].astype(np.float32)
+    top = np.finfo(np.float32).max
+    magnitudes = rng.standard_normal(5000) * 10.0 ** rng.integers(-40, 38, 5000).astype(np.float64)
+    values = np.concatenate([[0.0, -0.0, 1e-45, -1e-45, top, -top], edges, magnitudes]).astype(np.float32)
+    # every edge and the floats either side of it
+    values = np.concatenate([values, np.nextafter(edges, np.float32(np.inf)), np.nextafter(edges, np.float32(-np.inf))])
     values = values[np.isfinite(values)]
     bins = hist.bin_indices(torch.from_numpy(values)).numpy()
-    lower, upper = hist.bin_edges()
     v = values.astype(np.float64)
     positive, negative, zero = v > 0, v < 0, v == 0
     assert (bins[zero] == hist.ZERO_BIN).all()
-    assert ((lower[bins] <= v) & (v < upper[bins]))[positive].all()
-    assert ((lower[bins] < v) & (v <= upper[bins]))[negative].all()
-    assert np.all(np.diff(lower) >= 0) and np.all(upper[:-1] <= lower[1:] + 0.0)
+    assert ((lower[bins] < v) & (v <= upper[bins]))[positive].all()
+    assert ((lower[bins] <= v) & (v < upper[bins]))[negative].all()
+    assert np.all(np.diff(lower) >= 0) and np.array_equal(upper[:-1], lower[1:])
+    assert lower[0] == -(2.0**128) and upper[-1] == 2.0**128  # every float32
+    magnitude = np.minimum(np.abs(lower), np.abs(upper))[hist.ZERO_BIN + 2 :]
+    assert np.all((upper - lower)[hist.ZERO_BIN + 2 :] <= magnitude * hist.RELATIVE_ERROR)
+    assert upper[hist.ZERO_BIN + 1] == hist.ABSOLUTE_ERROR  # the tiny bin
+    # the per-channel counting agrees with the per-value bins
+    split = torch.from_numpy(np.stack([values, -values])[None])  # [1, 2 channels, L]
+    counts = hist.channel_histograms(split).numpy()
+    for channel in range(2):
+        expected = np.bincount(hist.bin_indices(split[0, channel]).numpy(), minlength=hist.BINS)
+        assert np.array_equal(counts[channel], expected)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -418,11 +402,20 @@ def test_scan_calls_check_between_batches_and_stops_when_it_raises():
     assert calls == [1, 2] and fed == [0, 1]
 
 
+def test_a_dataloader_feeds_the_scan_like_plain_batches():
+    torch.manual_seed(3)
+    model = FullyConvolutional().eval()
+    images, labels = torch.randn(19, 3, 6, 6), torch.randint(0, 3, (19,))
+    dataset = [(images[i], i, labels[i]) for i in range(19)]
+    loader = torch.utils.data.DataLoader(dataset, batch_size=5)
+    plain = [(images[i : i + 5], range(i, min(i + 5, 19)), labels[i : i + 5]) for i in range(0, 19, 5)]
+    got = scan(model, loader, ["conv1", "relu2"], "cpu", k=4)
+    expected = scan(model, plain, ["conv1", "relu2"], "cpu", k=4)
+    for layer in ("conv1", "relu2"):
+        assert_same(got[layer].to_arrays(), expected[layer].to_arrays())
+
+
 def test_bottom_is_kept_only_where_the_layer_can_be_negative():
     model = load_shapes_cnn()
-    assert [can_be_negative(model, name) for name in ("features.0", "features.1", "features.2", "classifier.1")] == [
-        True,
-        False,
-        True,
-        False,
-    ]
+    layers = ("features.0", "features.1", "features.2", "classifier.1")
+    assert [can_be_negative(model, name) for name in layers] == [True, False, True, False]

@@ -8,14 +8,18 @@ float32 an activation can take, from denormals to 3.4e38, with a resolution that
 (activations range over decades, and which decades is not known in advance).
 
 The bins are log-linear, like HdrHistogram's: a nonzero value's bin is its exponent and the
-top `MANTISSA_BITS` bits of its mantissa, i.e. `bits(|x|) >> (23 - MANTISSA_BITS)`. A bin is
-then [2^e (1 + t/16), 2^e (1 + (t+1)/16)): its width is at most 1/16 of any value in it.
-Magnitudes below 2^TINY_EXPONENT (denormals included) share one bin per sign, of absolute
-width 2^-24, so that no bins are spent on 100 decades no activation lives in; the top bin is
-[2^127 * 31/16, 2^128), so nothing finite falls outside. Exact zeros (the bulk of a ReLU layer)
-get a bin of their own. This costs a few integer operations per activation (no transcendental
-function, 3x faster than asinh on a CPU) and gives the same bin on every device: integer
-arithmetic on the bits has no rounding, so a CPU shard and a GPU shard agree.
+top `MANTISSA_BITS` bits of its mantissa, read off its bits by one shift. A bin is then
+(2^e (1 + t/16), 2^e (1 + (t+1)/16)] in magnitude: its width is at most 1/16 of any value in
+it. Magnitudes up to 2^TINY_EXPONENT (denormals included) share one bin per sign, of absolute
+width 2^-24, so that no bins are spent on 100 decades no activation lives in; the top bin
+ends at 2^128, so nothing finite falls outside. Exact zeros (the bulk of a ReLU layer) get a
+bin of their own. Per activation this is three integer passes (subtract 1, shift, add the
+channel's offset) and a bincount: no transcendental function (asinh is several times slower
+on a CPU), and the same bin on every device, since integer arithmetic on the bits has no
+rounding: a CPU shard and a GPU shard agree. The 8192 raw keys of `(bits - 1) >> 19` (sign,
+exponent, 4 mantissa bits; the -1 makes bins closed at the top and moves +0.0 and -0.0, whose
+bits are 0 and 0x80000000, onto the keys of NaN, which finite values never use) are folded
+into the layout below once per batch, on a [C, 8192] array.
 
 Ordered bins (index order = ascending value), J = magnitude bins per sign:
     0 .. J-1      negative values, most negative first
@@ -26,7 +30,7 @@ Quantile bound: numpy's (linear) quantile q at p lies between the order statisti
 x_{f+1}, f = floor((n-1) p). Each is located exactly (its bin, from cumulative counts) and
 estimated inside its bin; the estimate is off by at most the bin's width, so
     |q_estimate - q| <= max(|x_f|, |x_{f+1}|) / 16 + 2^-24,
-and 0 exactly when both lie in the zero bin. Estimates are clamped to the channel's exact
+and 0 exactly when both lie in the zero bin (for positives: x_f, x_{f+1} > 0 here). Estimates are clamped to the channel's exact
 minimum and maximum where known (clamping towards the truth never adds error).
 """
 
@@ -47,25 +51,50 @@ RELATIVE_ERROR = 2.0**-MANTISSA_BITS
 ABSOLUTE_ERROR = 2.0**TINY_EXPONENT
 
 
+RAW_KEYS = 1 << (32 - _SHIFT)  # sign, exponent and mantissa bits kept
+
+
+def _raw_fold() -> torch.Tensor:
+    """For each raw key ((bits - 1) >> _SHIFT, plus RAW_KEYS / 2), its bin in the layout."""
+    half = RAW_KEYS // 2
+    raw = np.arange(RAW_KEYS, dtype=np.int64) - half
+    negative = raw < 0
+    key = np.where(negative, raw + half, raw)  # the magnitude's key
+    j = np.clip(key - _LOWEST_KEY + 2, 1, PER_SIGN)  # 1: the tiny bin; NaN keys: the top one
+    fold = np.where(negative, ZERO_BIN - j, ZERO_BIN + j)
+    fold[raw == -1] = ZERO_BIN  # +0.0: bits 0, minus 1
+    fold[raw == half - 1] = ZERO_BIN  # -0.0: bits 0x80000000, minus 1 (wraps to 0x7FFFFFFF)
+    return torch.from_numpy(fold)
+
+
+_FOLD = _raw_fold()
+
+
+def channel_histograms(flat: torch.Tensor) -> torch.Tensor:
+    """Counts per channel and bin of activations [N, C, L]: int64 [C, BINS]."""
+    channels, device = int(flat.shape[1]), flat.device
+    bits = flat.to(torch.float32).contiguous().view(torch.int32)
+    offsets = torch.arange(channels, dtype=torch.int32, device=device).view(1, channels, 1) * RAW_KEYS
+    raw = torch.sub(bits, 1).bitwise_right_shift_(_SHIFT).add_(offsets + RAW_KEYS // 2)
+    counts = torch.bincount(raw.flatten(), minlength=channels * RAW_KEYS).view(channels, RAW_KEYS)
+    return counts.new_zeros(channels, BINS).index_add_(1, _FOLD.to(device), counts)
+
+
 def bin_indices(values: torch.Tensor) -> torch.Tensor:
-    """The bin (0 .. BINS-1) of each float32 value, int64, same shape. Elementwise integer
-    arithmetic on the bit pattern, on the values' device."""
+    """The bin (0 .. BINS-1) of each value (as float32), the way `channel_histograms` counts."""
     bits = values.to(torch.float32).contiguous().view(torch.int32)
-    magnitude = bits & 0x7FFFFFFF
-    key = (magnitude >> _SHIFT).to(torch.int64)
-    j = (key - (_LOWEST_KEY - 1)).clamp_(min=0, max=PER_SIGN - 1)
-    index = torch.where(bits < 0, ZERO_BIN - 1 - j, ZERO_BIN + 1 + j)
-    return index.masked_fill_(magnitude == 0, ZERO_BIN)
+    raw = torch.sub(bits, 1).bitwise_right_shift_(_SHIFT).add_(RAW_KEYS // 2)
+    return _FOLD.to(values.device)[raw.long()]
 
 
 def bin_edges() -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper edges of every bin (float64, [BINS] each), ascending; the zero bin is
-    [0, 0]. Positive bins are [lower, upper), negative ones (lower, upper]."""
+    [0, 0]. Positive bins are (lower, upper], negative ones [lower, upper)."""
     keys = np.arange(_LOWEST_KEY, _HIGHEST_KEY + 1, dtype=np.int64)
     exponent, fraction = (keys >> MANTISSA_BITS) - 127, keys & ((1 << MANTISSA_BITS) - 1)
     starts = np.ldexp(1.0 + fraction / (1 << MANTISSA_BITS), exponent)
     ends = np.ldexp(1.0 + (fraction + 1) / (1 << MANTISSA_BITS), exponent)
-    low = np.concatenate([[0.0], starts])  # magnitude bins j = 0 .. PER_SIGN-1
+    low = np.concatenate([[0.0], starts])  # magnitude bins, the tiny one first
     high = np.concatenate([[ABSOLUTE_ERROR], ends])
     lower = np.concatenate([-high[::-1], [0.0], low])
     upper = np.concatenate([-low[::-1], [0.0], high])

@@ -96,9 +96,7 @@ class LayerStats:
         self.sum += wide.sum(dim=(0, 2))
         self.sum_squares += wide.square_().sum(dim=(0, 2))
         del wide
-        offsets = torch.arange(channels, device=x.device).view(1, channels, 1) * histogram.BINS
-        bins = (histogram.bin_indices(flat) + offsets).flatten()
-        self.histogram += torch.bincount(bins, minlength=channels * histogram.BINS).view(channels, -1)
+        self.histogram += histogram.channel_histograms(flat)
         if labels is not None:
             self._update_classes(high, labels)
         self.images += count
