@@ -139,9 +139,9 @@ class LayerStats:
         associative to rounding."""
         if (self.k, self.bottom_k) != (other.k, other.bottom_k):
             raise ValueError(f"cannot merge k={self.k}/{self.bottom_k} with k={other.k}/{other.bottom_k}")
-        if other.channels is None or other.images == 0 and self.channels is not None:
+        if other.images == 0:
             return self._copy()
-        if self.channels is None or self.images == 0:
+        if self.images == 0:
             return other._copy()
         if self.channels != other.channels or self.position_dims != other.position_dims:
             raise ValueError(
