@@ -9,8 +9,8 @@ labels, per class the sum, count and max of each image's largest activation.
 Every part is chosen so that shards merge exactly: rankings under a total order
 (worker/core/index/ranking.py), counts that add, sums in float64 (equal across shard splits
 to float64 rounding, i.e. far below float32's resolution), maxima. `update` runs on the
-activations' device without synchronizing with the host (image counts come from shapes), so a
-GPU scan is not stalled once a batch; the checks that need values (finite activations) run
+activations' device without waiting for it (image counts come from shapes; labels are read
+on the host, where loaders produce them), so a GPU scan is not stalled once a batch; the checks that need values (finite activations) run
 when the statistics are read out (`to_arrays`, `summary`).
 """
 
