@@ -55,7 +55,8 @@ def redis_state(stack: Stack) -> dict[str, Any]:
     for key in connection.scan_iter(match="rq:*", count=1000):
         name = key.decode()
         if name.startswith("rq:job:"):
-            if connection.hget(key, "origin") != queue.encode():
+            job_hash = ":".join(name.split(":")[:3])  # rq:job:{id}, also for its :dependents and the like
+            if connection.type(job_hash) != b"hash" or connection.hget(job_hash, "origin") != queue.encode():
                 continue
         elif not name.endswith(f":{queue}") or name.startswith(("rq:workers:", "rq:clean_registries:")):
             continue
