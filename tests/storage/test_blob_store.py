@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import time
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
