@@ -14,7 +14,7 @@ import redis.asyncio
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from service.api import artifacts, catalog, datasets, events, health, jobs
+from service.api import artifacts, catalog, datasets, events, health, indexes, jobs
 from service.api.auth import declare_bearer_security
 from service.api.body_size import BodySizeLimitMiddleware
 from service.api.docs import mount_docs
@@ -23,6 +23,7 @@ from service.api.problems import document_problems, install_problem_handlers
 from service.api.web import mount_web
 from service.blobs import LegacyUploads
 from service.catalogs import DatasetCatalog, ModelCatalog
+from service.indexes import IndexCatalog
 from service.jobstore import AsyncJobReader, JobRuns, JobStore, Reaper
 from service.plugins import load_plugins
 from service.redis_connection import UNCONFIGURED_REDIS_URL, redis_options
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.reader = AsyncJobReader(app.state.async_redis, app.state.store.keys)
     app.state.catalog = ModelCatalog(connection, settings)
     app.state.datasets = DatasetCatalog(connection, settings)
+    app.state.indexes = IndexCatalog(connection, app.state.store.keys)
     app.state.uploaded_files = UploadedFiles(connection, app.state.store.keys, app.state.blobs)
     registry = CollectorRegistry()
     registry.register(JobStatsCollector(app.state.store))
@@ -139,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(catalog.router)
     app.include_router(datasets.router)
+    app.include_router(indexes.router)
     mount_web(app)
     mount_docs(app)
     app.add_middleware(

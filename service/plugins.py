@@ -20,6 +20,7 @@ BUILTIN_PLUGIN_MODULES: tuple[str, ...] = (
     "service.kinds.deconvnet",
     "service.kinds.activation_maximization",
     "service.kinds.tabular_attribution",
+    "service.kinds.activation_index",
     "service.kinds.dataset_indexing",
 )
 

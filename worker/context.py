@@ -71,6 +71,9 @@ class JobContext:
     models: Any = None
     # The worker's DatasetLoader: `ctx.datasets.images(ctx.tenant, id)` / `.table(...)`.
     datasets: Any = None
+    # The blob store for files a job reads or writes beyond its artifacts (indexes, a fan-out's
+    # steps' outputs): service.jobstore.ArtifactFiles (`.store` is the BlobStore).
+    files: Any = None
     _last_sync: float = field(default=0.0, init=False, repr=False)
 
     def progress(self, fraction: float, message: str = "", *, force: bool = False) -> None:

@@ -68,6 +68,7 @@ def _run_job(job_id: str) -> None:
         progress_interval=runtime.settings.progress_interval_seconds,
         models=runtime.models,
         datasets=runtime.datasets,
+        files=runtime.artifacts,
     )
     started = time.perf_counter()
     try:

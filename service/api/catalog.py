@@ -209,11 +209,12 @@ def input_contract(manifest: ModelManifest, models: ModelCatalog) -> tuple[dict,
     summary="Remove an uploaded model",
     responses=problem_responses(401, 404, 409, 503),
 )
-def delete_model(model_id: str, tenant: Tenant, models: Models, files: Files) -> Response:
+def delete_model(model_id: str, tenant: Tenant, models: Models, files: Files, request: Request) -> Response:
     if models.get(tenant, model_id) is None:
         raise ProblemError(404, "model-not-found", f"No model {model_id!r}.")
     if files.remove("models", tenant, model_id) is None:
         raise ProblemError(409, "builtin-model", f"{model_id!r} is built in; only uploaded models can be removed.")
+    request.app.state.indexes.delete_for(tenant, model=model_id)  # its activation indexes go with it
     return Response(status_code=204)
 
 

@@ -249,13 +249,14 @@ def _register_source(
 @router.delete(
     "/datasets/{dataset_id}", status_code=204, tags=["datasets"], responses=problem_responses(401, 404, 409, 503)
 )
-def delete_dataset(dataset_id: str, tenant: Tenant, datasets: Datasets, files: Files) -> Response:
+def delete_dataset(dataset_id: str, tenant: Tenant, datasets: Datasets, files: Files, request: Request) -> Response:
     """Remove an upload (its files are deleted) or a registration (its index is; the source
     data is never touched)."""
     if datasets.get(tenant, dataset_id) is None:
         raise ProblemError(404, "dataset-not-found", f"No dataset {dataset_id!r}.")
     if files.remove("datasets", tenant, dataset_id) is None:
         raise ProblemError(409, "builtin-dataset", f"{dataset_id!r} is built in; only uploads can be removed.")
+    request.app.state.indexes.delete_for(tenant, dataset=dataset_id)  # its activation indexes go with it
     return Response(status_code=204)
 
 

@@ -50,13 +50,16 @@ class FanOut:
         self._hand_over = scripts.HAND_OVER.bind(self.redis)
         self._step_done = scripts.STEP_DONE.bind(self.redis)
 
-    def hand_over(self, parent: JobRecord, worker: str, shards: list[Step], merge: Step) -> list[str]:
-        """Create the steps, give the parent to them, queue them; returns the shard ids. Raises
+    def hand_over(
+        self, parent: JobRecord, worker: str, shards: list[Step], merge: Step, *, merge_also_after: list[str] = ()
+    ) -> list[str]:
+        """Create the steps, give the parent to them, queue them; returns the shard ids. The
+        merge waits for the shards and for `merge_also_after` (steps of other jobs). Raises
         OwnershipLost if the parent is no longer this worker's (nothing is queued then)."""
         from service.jobstore.runs import OwnershipLost
 
         shard_ids = [self._create_step(parent, step) for step in shards]
-        merge_id = self._create_step(parent, merge, after=shard_ids)
+        merge_id = self._create_step(parent, merge, after=[*shard_ids, *merge_also_after])
         deadline = (parent.started_at or time.time()) + parent.timeout_seconds
         outcome = _text(
             self._hand_over(

@@ -27,6 +27,7 @@ from worker.core.deconvnet import (
 from worker.core.imaging import denormalize, prepare_images
 from worker.core.probe import capture_activation
 from worker.datasets import decode_image
+from worker.indexes import IndexAccess
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Projections:
     reconstructions: np.ndarray  # [neurons, C, H, W] float32 in the model's input space, uncropped
     originals: np.ndarray  # [images used, C, H, W] in [0, 1]: the images the neurons live in
     original_row: dict[int, int]  # image_index -> row of `originals`
+    index: dict[str, Any] | None = None  # the activation index the top images came from
 
 
 def project_neurons(ctx: JobContext, params: DeconvnetParams) -> Projections:
@@ -75,8 +77,15 @@ def project_neurons(ctx: JobContext, params: DeconvnetParams) -> Projections:
         for start in range(0, len(pictures), params.batch_size):
             yield prepare_images(pictures[start : start + params.batch_size], record["input"], ctx.device)
 
-    ctx.progress(0.05, f"forward pass of {len(pictures)} images to {params.layer}")
-    values, positions = channel_maxima(model, batches(), params.layer, check=ctx.check)
+    index_used = None
+    if params.dataset is not None and params.position is None:
+        # Z&F's search through the dataset is the activation index's top-k (read, or built
+        # here and kept): only the images the projected neurons live in are forwarded again.
+        values, positions, image_of_row, index_used = _maxima_from_index(ctx, params, loaded)
+    else:
+        ctx.progress(0.05, f"forward pass of {len(pictures)} images to {params.layer}")
+        values, positions = channel_maxima(model, batches(), params.layer, check=ctx.check)
+        image_of_row = None
     if params.position is not None:
         channel, position = params.channels[0], tuple(params.position)
         first = prepare_images(pictures[:1], record["input"], ctx.device)
@@ -93,6 +102,8 @@ def project_neurons(ctx: JobContext, params: DeconvnetParams) -> Projections:
         )
         channels = params.channels or choice.channels
         neurons = top_neurons(values, positions, channels, params.top_k)
+        if image_of_row is not None:  # rows of the index's images -> the dataset's image numbers
+            neurons = [Neuron(image_of_row[n.image_index], n.channel, n.position, n.activation) for n in neurons]
     channel_max = {c: float(values[:, c].max()) for c in channels}
     dead = [c for c in channels if channel_max[c] <= 0.0]
     live = [n for n in neurons if n.channel not in dead]
@@ -139,7 +150,39 @@ def project_neurons(ctx: JobContext, params: DeconvnetParams) -> Projections:
         reconstructions=projections.float().cpu().numpy(),
         originals=denormalize(images, spec).clamp(0, 1).cpu().numpy(),
         original_row=original_row,
+        index=index_used,
     )
+
+
+def _maxima_from_index(ctx: JobContext, params: DeconvnetParams, loaded) -> tuple[torch.Tensor, torch.Tensor, list[int], dict]:
+    """Per channel, its top images from the layer's activation index, as `channel_maxima`
+    gives them over all images but only for the images in some channel's top k (the others
+    are -inf: never among a channel's top `top_k <= k`). Returns (values, positions, the
+    dataset image of each row, what result.json says about the index)."""
+    access = IndexAccess(ctx, loaded.record, params.dataset)
+    found = access.find(params.layer, params.top_k)
+    if found is None:
+        images = ctx.datasets.images(ctx.tenant, params.dataset)
+        ctx.progress(0.02, f"indexing {len(images)} images at {params.layer} (kept for the next jobs)")
+        found = access.build_here(
+            loaded.module, images, params.layer, params.top_k, params.batch_size,
+            progress=lambda fraction: ctx.progress(0.02 + 0.26 * fraction, f"indexed {fraction:.0%} of the images"),
+        )  # fmt: skip
+    top = found.stats.top
+    image_of_row = sorted(set(top.images.flatten().tolist()))
+    row = {image: position for position, image in enumerate(image_of_row)}
+    channels, kept = top.values.shape
+    values = torch.full((len(image_of_row), channels), float("-inf"))
+    positions = torch.zeros((len(image_of_row), channels, top.positions.shape[-1]), dtype=torch.long)
+    for channel in range(channels):
+        rows = [row[i] for i in top.images[channel].tolist()]
+        values[rows, channel] = top.values[channel].float().cpu()
+        positions[rows, channel] = top.positions[channel].cpu()
+    # The same in every job that reads this index (identical jobs give identical artifacts);
+    # whether this job built it is in the job's summary.
+    used = {"used": True, "id": found.record["id"], "k": found.record["k"], "images": found.record["images"],
+            "built_now": found.built_now}  # fmt: skip
+    return values, positions, image_of_row, used
 
 
 def _pictures(ctx: JobContext, params: DeconvnetParams) -> tuple[list[str] | None, list[np.ndarray]]:

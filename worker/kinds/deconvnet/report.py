@@ -44,6 +44,9 @@ def result_document(projections: Projections, params: DeconvnetParams, model: st
         f"least {PNG_MIN_SIDE} px on its longer side"
         + ("; the patch is the image under the receptive field" if params.crop else ""),
         "images": projections.images,
+        "index": {k: v for k, v in projections.index.items() if k != "built_now"}
+        if projections.index
+        else {"used": False, "why": "inline images, or one neuron at a given position: no dataset to index"},
         "params": params.model_dump(mode="json", exclude={"images"}),  # inline images are not echoed back
     }
 
@@ -54,6 +57,7 @@ def summary(projections: Projections, params: DeconvnetParams) -> dict[str, Any]
         "channels": projections.channels,
         "projections": len(projections.neurons),
         "dead_channels": projections.dead,
+        "index_built": bool(projections.index and projections.index["built_now"]),
     }
 
 
