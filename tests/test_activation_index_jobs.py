@@ -179,3 +179,21 @@ def brute_force_on(pictures, layer: str) -> np.ndarray:
     with torch.no_grad():
         out = [model.features[: LAYERS[layer]](prepare_images([p], SHAPES_INPUT, "cpu"))[0].amax(dim=(1, 2)) for p in pictures]
     return torch.stack(out).numpy()
+
+
+def test_activation_maximization_reads_dataset_max_from_the_index(two_workers):
+    client = two_workers.client()
+    params = {"objective": {"type": "channel", "layer": "features.6", "units": [3, 5]}, "steps": 4, "size": 64,
+              "reference_dataset": "shapes-val"}  # fmt: skip
+    job = client.post("/v1/jobs", json={"kind": "activation_maximization", "model": "shapes-cnn", "params": params}).json()
+    job = two_workers.wait_status(client, job["id"], {"succeeded", "failed"}, timeout=120)
+    assert job["status"] == "succeeded", job["error"]
+    result = client.get(f"/v1/jobs/{job['id']}/artifacts/result.json").json()
+    assert result["reference_index"] is not None and result["reference_index"]["images"] == 400
+    model, pictures = load_shapes_cnn(), shapes_val()[0]
+    with torch.no_grad():
+        means = torch.stack([model.features[:7](prepare_images([p], SHAPES_INPUT, "cpu"))[0].mean(dim=(1, 2)) for p in pictures])
+    for image in result["images"]:
+        column = means[:, image["unit"]]
+        assert image["dataset_max"] == pytest.approx(float(column.max()), rel=1e-5)
+        assert image["dataset_max_image"].startswith(f"{int(column.argmax()):04d}-")

@@ -19,7 +19,7 @@ from worker.core.index import histogram
 from worker.core.index.ranking import Ranked
 from worker.core.index.stats import LayerStats
 
-FORMAT = 1
+FORMAT = 2  # 2: with top_mean
 DEFAULT_PROBABILITIES = (0.001, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999)
 _COUNTS = ("format", "k", "bottom_k", "channels", "position_dims", "images", "activations")
 _LAYOUT = {"histogram_mantissa_bits": histogram.MANTISSA_BITS, "histogram_tiny_exponent": histogram.TINY_EXPONENT}
@@ -41,7 +41,7 @@ def to_arrays(stats: LayerStats) -> dict[str, np.ndarray]:
     arrays = {name: np.asarray(value, dtype=np.int64) for name, value in scalars.items()}
     if stats.channels is None:
         return arrays
-    for prefix, ranked in (("top", stats.top), ("bottom", stats.bottom)):
+    for prefix, ranked in (("top", stats.top), ("bottom", stats.bottom), ("top_mean", stats.top_mean)):
         arrays[f"{prefix}_values"] = _numpy(ranked.values)
         arrays[f"{prefix}_images"] = _numpy(ranked.images)
         arrays[f"{prefix}_positions"] = _numpy(ranked.positions)
@@ -69,7 +69,7 @@ def from_arrays(arrays: Mapping[str, np.ndarray]) -> LayerStats:
         return stats
     dims = None if number["position_dims"] < 0 else number["position_dims"]
     stats._start(number["channels"], dims, torch.device("cpu"))
-    for prefix in ("top", "bottom"):
+    for prefix in ("top", "bottom", "top_mean"):
         ranked = Ranked(*(_tensor(arrays[f"{prefix}_{part}"]) for part in ("values", "images", "positions")))
         setattr(stats, prefix, ranked)
     window = _tensor(arrays["histogram"])

@@ -4,7 +4,8 @@ Per channel: the top-k images by the channel's largest activation in the image (
 position), the bottom-k by the smallest where the layer can be negative, the sum and sum of
 squares of every activation (positions x images) for the mean and std, a histogram with fixed
 bins (fraction positive, quantiles: worker/core/index/histogram.py) and, where images have
-labels, per class the sum, count and max of each image's largest activation.
+labels, per class the sum, count and max of each image's largest activation. Also the image whose
+mean over the map is largest (the value a `channel` objective of activation maximization scores).
 
 Every part is chosen so that shards merge exactly: rankings under a total order
 (worker/core/index/ranking.py), counts that add, sums in float64 (equal across shard splits
@@ -47,6 +48,7 @@ class LayerStats:
         self.channels, self.position_dims = int(channels), dims
         self.top = Ranked.empty(self.channels, dims or 0, device)
         self.bottom = Ranked.empty(self.channels, dims or 0, device)
+        self.top_mean = Ranked.empty(self.channels, 0, device)  # k = 1, no position: a map's mean
         self.sum = torch.zeros(self.channels, dtype=torch.float64, device=device)
         self.sum_squares = torch.zeros(self.channels, dtype=torch.float64, device=device)
         self.histogram = torch.zeros(self.channels, histogram.BINS, dtype=torch.int64, device=device)
@@ -92,6 +94,8 @@ class LayerStats:
         if self.bottom_k:
             low, where = per_image_extremes(flat, spatial, largest=False)
             self.bottom = self.bottom.joined(candidates(low, where, indices)).best(self.bottom_k, descending=False)
+        means = candidates(flat.mean(dim=2), flat.new_zeros((count, channels, 0), dtype=torch.int64), indices)
+        self.top_mean = self.top_mean.joined(means).best(1, descending=True)
         wide = flat.to(torch.float64, copy=True)  # a copy even from float64: squared in place
         self.sum += wide.sum(dim=(0, 2))
         self.sum_squares += wide.square_().sum(dim=(0, 2))
@@ -129,7 +133,7 @@ class LayerStats:
     def _to(self, device: torch.device) -> None:
         if self.device == device:
             return
-        self.top, self.bottom = self.top.to(device), self.bottom.to(device)
+        self.top, self.bottom, self.top_mean = self.top.to(device), self.bottom.to(device), self.top_mean.to(device)
         for name in ("sum", "sum_squares", "histogram", "class_sum", "class_count", "class_max"):
             setattr(self, name, getattr(self, name).to(device))
 
@@ -152,6 +156,7 @@ class LayerStats:
         device = merged.device
         merged.top = merged.top.joined(other.top).best(self.k, descending=True)
         merged.bottom = merged.bottom.joined(other.bottom).best(self.bottom_k, descending=False)
+        merged.top_mean = merged.top_mean.joined(other.top_mean).best(1, descending=True)
         merged.sum = merged.sum + other.sum.to(device)
         merged.sum_squares = merged.sum_squares + other.sum_squares.to(device)
         merged.histogram = merged.histogram + other.histogram.to(device)
@@ -172,6 +177,7 @@ class LayerStats:
         copy._start(self.channels, self.position_dims, self.device)
         copy.top = Ranked(self.top.values.clone(), self.top.images.clone(), self.top.positions.clone())
         copy.bottom = Ranked(self.bottom.values.clone(), self.bottom.images.clone(), self.bottom.positions.clone())
+        copy.top_mean = Ranked(self.top_mean.values.clone(), self.top_mean.images.clone(), self.top_mean.positions.clone())
         for name in ("sum", "sum_squares", "histogram", "class_sum", "class_count", "class_max"):
             setattr(copy, name, getattr(self, name).clone())
         return copy

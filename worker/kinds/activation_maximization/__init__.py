@@ -23,8 +23,9 @@ from service.kinds.activation_maximization import ActivationMaximizationParams
 from worker.artifacts import json_artifact, npy_artifact
 from worker.context import ArtifactBlob, JobContext, JobOutput
 from worker.datasets import ImageSet
+from worker.indexes import IndexAccess
 from worker.kinds.activation_maximization import report
-from worker.kinds.activation_maximization.compute import render_images
+from worker.kinds.activation_maximization.compute import DATASET_BATCH, render_images
 from worker.kinds.activation_maximization.figures import grid_artifact, image_artifacts
 from worker.kinds.activation_maximization.report import ModelLoad
 
@@ -47,6 +48,15 @@ def run(ctx: JobContext, params: ActivationMaximizationParams) -> JobOutput:
         ctx.progress(0.92, f"reading dataset {dataset_id}", force=True)
         return ctx.datasets.images(ctx.tenant, dataset_id)
 
+    def reference_index(dataset_id: str, layer: str):
+        access = IndexAccess(ctx, loaded.record, dataset_id)
+        found = access.find(layer, 1)
+        if found is not None:
+            return found
+        images = dataset(dataset_id)
+        return access.build_here(loaded.module, images, layer, 1, DATASET_BATCH,
+                                 progress=lambda f: ctx.progress(0.92 + 0.06 * f, f"indexing {dataset_id}: {f:.0%}"))  # fmt: skip
+
     return execute(
         loaded.module,
         loaded.record,
@@ -58,6 +68,7 @@ def run(ctx: JobContext, params: ActivationMaximizationParams) -> JobOutput:
         on_phase=lambda fraction, message: ctx.progress(fraction, message, force=True),
         check=ctx.check,
         dataset=dataset,
+        reference_index=reference_index,
     ).job_output()
 
 
@@ -83,12 +94,14 @@ def execute(
     on_phase: Callable[[float, str], None] | None = None,
     check: Callable[[], None] | None = None,
     dataset: Callable[[str], ImageSet] | None = None,
+    reference_index: Callable[[str, str], Any] | None = None,
 ) -> Execution:
     """The whole job without Redis: `model` loaded on `device`, `record` its catalog record
     (input contract, labels, layers); `dataset(id)` returns a reference dataset's images."""
     rendering = render_images(
-        model, record, params, device=device, on_step=on_step, on_phase=on_phase, check=check, dataset=dataset
-    )
+        model, record, params, device=device, on_step=on_step, on_phase=on_phase, check=check, dataset=dataset,
+        reference_index=reference_index,
+    )  # fmt: skip
     name = model_name or record.get("id")
     images = report.image_records(rendering, params)
     document = report.result_document(rendering, images, params, model=name, device=device, model_load=model_load)

@@ -88,6 +88,7 @@ class Rendering:
     measured: dict[str, Any]  # measure_images: activation, robust_activation, top_unit, is_top_unit
     dataset_max: list[float | None]  # per distinct unit (objective.unit_ids): best reference image value
     dataset_max_image: list[str | None]  # ... and that image's name (None without a reference dataset)
+    reference_index: dict[str, Any] | None  # the activation index dataset_max was read from, if one was
     snapshot_steps: list[int]
     snapshots: np.ndarray | None  # [steps, N, 3, H, W]: the images at `params.thresholds`
 
@@ -146,6 +147,7 @@ def render_images(
     on_phase: Callable[[float, str], None] | None = None,
     check: Callable[[], None] | None = None,
     dataset: Callable[[str], ImageSet] | None = None,
+    reference_index: Callable[[str, str], Any] | None = None,
 ) -> Rendering:
     """`model` loaded on `device`, `record` its catalog record (input contract, labels, layers);
     `dataset(id)` returns a reference dataset's images."""
@@ -180,7 +182,10 @@ def render_images(
     )
     dataset_max: list[float | None] = [None] * len(objective.unit_ids)
     dataset_max_image: list[str | None] = [None] * len(objective.unit_ids)
-    if params.reference_dataset:
+    index_used = None
+    if params.reference_dataset and reference_index is not None and _indexable(setup.objective, record):
+        dataset_max, dataset_max_image, index_used = _indexed_maxima(setup.objective, params, dataset, reference_index)
+    elif params.reference_dataset:
         dataset_max, dataset_max_image = _reference_maxima(model, record, params, setup, device, check, dataset)
     steps = sorted(result.snapshots)
     return Rendering(
@@ -191,6 +196,7 @@ def render_images(
         measured=measured,
         dataset_max=dataset_max,
         dataset_max_image=dataset_max_image,
+        reference_index=index_used,
         snapshot_steps=steps,
         snapshots=np.stack([result.snapshots[s].numpy() for s in steps]) if steps else None,
     )
@@ -207,6 +213,28 @@ def _resolve(params: ActivationMaximizationParams, record: dict[str, Any]) -> di
     if "image" not in (record.get("input") or {}):
         raise JobFailed("invalid-params", "Not an image model", f"{record['id']!r} has no image input contract")
     return resolved
+
+
+def _indexable(objective, record: dict[str, Any]) -> bool:
+    """Objectives whose score on an image the activation index keeps the best of: a map's mean
+    (channel, class; a vector layer's value is its own mean), or a neuron of a vector layer."""
+    shape = next((e["output_shape"] for e in record.get("layers") or [] if e["name"] == objective.layer), None)
+    if shape is None:
+        return False
+    return objective.type in ("channel", "class") or (objective.type == "neuron" and len(shape) == 1)
+
+
+def _indexed_maxima(objective, params, dataset, reference_index) -> tuple[list[float], list[str], dict[str, Any]]:
+    """dataset_max from the layer's activation index over the reference dataset (read, or built
+    now and kept for later jobs): its best image by the map's mean, per unit."""
+    found = reference_index(params.reference_dataset, objective.layer)
+    best = found.stats.top_mean
+    names = dataset(params.reference_dataset).names
+    values = [float(best.values[unit, 0]) for unit in objective.unit_ids]
+    images = [names[int(best.images[unit, 0])] for unit in objective.unit_ids]
+    # The same for every job that reads this index (identical jobs, identical result.json).
+    used = {"id": found.record["id"], "k": found.record["k"], "images": found.record["images"]}
+    return values, images, used
 
 
 def _reference_maxima(

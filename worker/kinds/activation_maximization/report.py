@@ -117,6 +117,7 @@ def result_document(
         if rendering.snapshot_steps
         else None,
         "reference_dataset": params.reference_dataset,
+        "reference_index": rendering.reference_index,
         "params": resolved_params,
         "seed": params.seed,
         "model_input": {
