@@ -228,15 +228,17 @@ def stack(redis_url, tmp_path_factory) -> Iterator[Stack]:
 
 
 # ---- tiers -------------------------------------------------------------------------------
-# The fast tier (`pytest -m "not slow"`, under a minute) is everything in this process: the core,
-# the job store, the API on ASGITransport. The slow tier starts API, worker and redis processes
-# (the `stack` fixtures, `glassbox up`), a browser, or runs a chaos round; CI runs both.
+# The fast tier (`pytest -m "not slow"`) is everything in this process: tests/service (the job
+# store, the API on ASGITransport, the blob store) and tests/worker (the core, the models). The
+# slow tier, tests/e2e, tests/reliability and tests/web and any test on a `stack`, starts API,
+# worker and redis processes (or `glassbox up`, or a browser); CI runs both.
 SLOW_FIXTURES = {"stack", "make_stack", "web_stack", "tab"}
-SLOW_FOLDERS = {"reliability", "web"}
+SLOW_FOLDERS = {"reliability", "web", "e2e"}
 
 
 def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
-        folder = Path(str(item.fspath)).parent.name
-        if folder in SLOW_FOLDERS or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        folders = set(Path(str(item.fspath)).relative_to(REPO / "tests").parts[:-1])
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if folders & SLOW_FOLDERS or SLOW_FIXTURES & fixtures or any(name.endswith("_stack") for name in fixtures):
             item.add_marker(pytest.mark.slow)

@@ -7,7 +7,7 @@ parameterization with decorrelated colour, random transforms each step, Adam; Yo
 Defaults (the issue's contract: 128 px, 256 steps, Adam lr 0.05, fft, decorrelated colour,
 Lucid's standard transforms, seed 0) plus two of this service's own, tuned so that every class
 of shapes-cnn rendered with the defaults beats its strongest shapes-val example and is
-classified as itself (tests/test_actmax_jobs.py): `init_sd` 0.2 (Lucid starts at 0.01: nearly
+classified as itself (tests/e2e/test_actmax_jobs.py): `init_sd` 0.2 (Lucid starts at 0.01: nearly
 flat grey, on which max-pooling networks stall) and, for class objectives, a log-softmax term
 of weight 6 over the second half of the steps (the logit alone lets classes that share features
 with it, such as shapes-cnn's red circle, rise with it and win).

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import TEST_MODEL
+from tests.e2e.test_models_api import zipped
 from tests.reliability.hostile_payloads import (
     MAX_REQUEST_BYTES,
     MAX_UPLOAD_BYTES,
@@ -24,7 +25,6 @@ from tests.reliability.hostile_payloads import (
     Payloads,
     png_declaring,
 )
-from tests.test_models_api import zipped
 
 
 @dataclass

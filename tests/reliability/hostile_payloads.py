@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from tests.test_models_api import zipped
+from tests.e2e.test_models_api import zipped
 
 MAX_REQUEST_BYTES = 262_144  # big enough that a 50,000-deep JSON body (100 kB) is parsed, not cut off
 MAX_UPLOAD_BYTES = 4_000_000

@@ -21,7 +21,7 @@ import pytest
 
 from service.jobstore import new_job_id
 from tests.conftest import ALICE, BOB, TEST_MODEL, Stack, wait_until
-from tests.test_jobs_api import PROBLEM
+from tests.e2e.test_jobs_api import PROBLEM
 from worker.models.retail import RETAIL_FEATURES
 from worker.models.shapes import SHAPES_INPUT, SHAPES_WEIGHTS
 

@@ -35,6 +35,7 @@ from pydantic import ValidationError
 from service.jobstore import encode_page_token
 from service.settings import Settings
 from tests.conftest import ALICE
+from tests.e2e.test_jobs_api import PROBLEM
 from tests.reliability.isolation_world import (
     ALICE_DATASET,
     ALICE_MODEL,
@@ -55,7 +56,6 @@ from tests.reliability.isolation_world import (
     upload_model,
     walk_jobs,
 )
-from tests.test_jobs_api import PROBLEM
 from worker.models.shapes import SHAPES_WEIGHTS
 
 STATUSES = ["queued", "running", "succeeded", "failed", "canceled"]

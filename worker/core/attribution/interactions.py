@@ -29,7 +29,7 @@ which solves its weighted least squares for order 2):
 (each column adds up to 1 over a coalition's members and pairs: the efficiency). A model that
 is a sum of one-variable functions has m(R) = 0 for |R| >= 2, so all its pairs are exactly 0;
 f = a*b with baseline 0 has only m({a, b}) = ab: every index gives the pair ab and no main
-effect. The shapiq library computes the same indices (tests/test_interactions_exact.py checks
+effect. The shapiq library computes the same indices (tests/worker/core/test_interactions_exact.py checks
 equality), but its exact computer walks coalitions in Python per row, and it has no batching
 over rows and background rows; the enumeration here is a few matrix products on the value
 table (bench/interactions.py).

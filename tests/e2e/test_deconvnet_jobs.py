@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.test_deconvnet_core import literal_projection
-from tests.test_jobs_api import assert_problem
+from tests.e2e.test_jobs_api import assert_problem
+from tests.worker.core.test_deconvnet import literal_projection
 from worker.core.imaging import prepare_images
 from worker.models.shapes import SHAPES_INPUT, load_shapes_cnn, shapes_val
 

@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import save as save_safetensors
 
 from tests.conftest import BOB, TEST_MODEL
-from tests.test_jobs_api import assert_problem
-from tests.test_models_api import exported_archive, manifest, png, upload, zipped
+from tests.e2e.test_jobs_api import assert_problem
+from tests.e2e.test_models_api import exported_archive, manifest, png, upload, zipped
 from worker.models.builtin import DATA
 from worker.models.retail import RETAIL_FEATURES
 

@@ -13,7 +13,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from tests.conftest import wait_until
-from tests.test_jobs_api import assert_problem
+from tests.e2e.test_jobs_api import assert_problem
 from worker.models.shapes import SHAPES_CLASSES, ShapesCNN
 
 

@@ -13,7 +13,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from service.webhooks import sign
 from tests.conftest import TEST_MODEL, wait_until
-from tests.test_jobs_api import assert_problem
+from tests.e2e.test_jobs_api import assert_problem
 
 
 class Receiver:

@@ -10,7 +10,7 @@ from rq.job import Job as RQJob
 from service.jobspec import JobError, JobStatus
 from service.jobstore import ArtifactBlob, CancelOutcome, JobRecord, RequeueOutcome
 from service.jobstore.ids import request_fingerprint
-from tests.jobstore.conftest import new_job
+from tests.service.jobstore.conftest import new_job
 
 
 def rq_queued_ids(store) -> list[str]:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.storage.conftest import Backend
+from tests.service.storage.conftest import Backend
 
 MiB = 1024 * 1024
 STREAM_CHUNKS = 200  # of 1 MiB each

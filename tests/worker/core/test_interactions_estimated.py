@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.interaction_games import GROUPS, WIDTH, Additive, Product, mlp, one_hot_rows, one_torch_thread
+from tests.worker.core.interaction_games import GROUPS, WIDTH, Additive, Product, mlp, one_hot_rows, one_torch_thread
 from worker.core.attribution import OutputForward
 from worker.core.attribution.integrated_hessians import integrated_hessians, log_weight_rule
 from worker.core.attribution.interaction_result import global_interactions, pair_indices, strongest_rows

@@ -24,7 +24,7 @@ from worker.models.tabular import (
     variable_groups,
 )
 
-MODELS = Path(__file__).resolve().parent.parent / "worker" / "models"
+MODELS = Path(__file__).resolve().parents[3] / "worker" / "models"
 WEIGHTS, DATA = MODELS / "weights", MODELS / "data"
 
 FEATURES = [

@@ -21,7 +21,7 @@ from service.storage import (
     sweep_orphans,
 )
 from service.storage.s3_store import PART_SIZE
-from tests.storage.conftest import Backend
+from tests.service.storage.conftest import Backend
 
 MiB = 1024 * 1024
 # 1000 bytes in which every position differs from its neighbours, so a shifted range shows.

@@ -13,7 +13,7 @@ import pytest
 
 from service.uploads import check_csv
 from tests.conftest import Stack, wait_until
-from tests.dataset_files import image_folder, inline, zip_of
+from tests.e2e.dataset_files import image_folder, inline, zip_of
 from worker.models.builtin import DATA
 from worker.models.shapes import SHAPES_INPUT, SHAPES_WEIGHTS
 

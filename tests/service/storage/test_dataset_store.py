@@ -19,8 +19,8 @@ from service.datasets.sources import Source, index_source
 from service.keys import Keys
 from service.storage import BlobTooLarge
 from service.uploaded_files import UploadedFiles
-from tests.dataset_files import image_folder, inline, png, tar_of, zip_of
-from tests.storage.conftest import BUCKET, Backend, s3_env
+from tests.e2e.dataset_files import image_folder, inline, png, tar_of, zip_of
+from tests.service.storage.conftest import BUCKET, Backend, s3_env
 
 IMAGES = image_folder(10)
 NAMES = sorted(IMAGES)

@@ -11,7 +11,7 @@ from rq.job import Job as RQJob
 from service.jobspec import JobError, JobStatus
 from service.jobstore import ArtifactBlob, OwnershipLost
 from service.jobstore.fanout import FANOUT_OWNER, Step
-from tests.jobstore.conftest import new_job
+from tests.service.jobstore.conftest import new_job
 
 
 def handed_over(store, runs, shards: int = 3):

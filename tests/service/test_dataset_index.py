@@ -17,7 +17,7 @@ from service.datasets.reader import DataGone, IndexedReader
 from service.datasets.sources import Source, index_source
 from service.storage import FileBlobStore
 from service.uploads import UploadRejected
-from tests.dataset_files import png, png_declaring, tar_info, tar_of, zip_of
+from tests.e2e.dataset_files import png, png_declaring, tar_info, tar_of, zip_of
 
 RED, GREEN, BLUE = png((255, 0, 0)), png((0, 255, 0), size=(8, 6)), png((0, 0, 255))
 FOLDER = {"train/cats/b.png": RED, "train/cats/a.png": GREEN, "train/dogs/c.png": BLUE, "train/README.txt": b"hi"}

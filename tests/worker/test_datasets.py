@@ -18,7 +18,7 @@ from service.keys import Keys
 from service.settings import Settings
 from service.storage import FileBlobStore
 from service.uploaded_files import UploadedFiles
-from tests.dataset_files import image_folder, tar_of
+from tests.e2e.dataset_files import image_folder, tar_of
 from worker.context import JobFailed
 from worker.datasets import DatasetLoader
 

@@ -1,8 +1,8 @@
 """The job lifecycle end to end: HTTP -> API process -> Redis -> worker process -> artifacts.
 
 Also `assert_problem`, the check of a problem+json answer that the other API tests import.
-What the job API refuses is in tests/test_jobs_api_refusals.py; listing, per-tenant limits,
-replicas and the operators' endpoints in tests/test_jobs_api_listing_and_operations.py.
+What the job API refuses is in tests/e2e/test_jobs_api_refusals.py; listing, per-tenant limits,
+replicas and the operators' endpoints in tests/e2e/test_jobs_api_listing_and_operations.py.
 """
 
 from __future__ import annotations

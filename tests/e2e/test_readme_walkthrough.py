@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO, wait_until
-from tests.test_first_start import UpProcess
+from tests.e2e.test_first_start import UpProcess
 
 README = REPO / "README.md"
 # Sections whose code a user runs against `glassbox up`, in order.

@@ -12,7 +12,7 @@ import pytest
 
 from service.settings import Settings
 from service.storage import BlobStore, FileBlobStore, open_blob_store
-from tests.storage.seaweedfs import ACCESS_KEY, REGION, SECRET_KEY, SeaweedS3
+from tests.service.storage.seaweedfs import ACCESS_KEY, REGION, SECRET_KEY, SeaweedS3
 
 BUCKET = "glassbox-test"
 

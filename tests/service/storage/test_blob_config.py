@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from service.settings import Settings
 from service.storage import FileBlobStore, open_blob_store, parse_blob_url
 from service.storage.s3_store import S3BlobStore
-from tests.storage.conftest import BUCKET, s3_env
+from tests.service.storage.conftest import BUCKET, s3_env
 
 
 def test_default_store_is_a_directory_under_data_dir(tmp_path: Path, monkeypatch):

@@ -13,8 +13,8 @@ import tarfile
 import pytest
 
 from tests.conftest import ALICE, BOB, started_stack
-from tests.dataset_files import png, png_declaring, tar_info, tar_of, zip_of
-from tests.test_jobs_api import assert_problem
+from tests.e2e.dataset_files import png, png_declaring, tar_info, tar_of, zip_of
+from tests.e2e.test_jobs_api import assert_problem
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.interaction_games import GROUPS, WIDTH, Additive, Product, mlp, one_hot_rows, one_torch_thread
+from tests.worker.core.interaction_games import GROUPS, WIDTH, Additive, Product, mlp, one_hot_rows, one_torch_thread
 from worker.core.attribution import NeuronForward, OutputForward
 from worker.core.attribution.integrated_hessians import integrated_hessians
 from worker.core.attribution.interaction_result import pair_indices

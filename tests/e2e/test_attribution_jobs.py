@@ -11,7 +11,7 @@ from PIL import Image
 from safetensors.torch import save as save_safetensors
 
 from tests.conftest import started_stack
-from tests.test_jobs_api import assert_problem
+from tests.e2e.test_jobs_api import assert_problem
 from worker.models.retail import RETAIL_DOCUMENTED_DRIVERS, RETAIL_FEATURES
 from worker.models.tabular import TabularMLP
 

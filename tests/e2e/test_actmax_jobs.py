@@ -12,7 +12,7 @@ from PIL import Image
 
 from service.kinds.activation_maximization import MAX_SIZE, MAX_STEPS
 from tests.conftest import started_stack
-from tests.test_jobs_api import assert_problem
+from tests.e2e.test_jobs_api import assert_problem
 from worker.models.shapes import SHAPES_CLASSES, SHAPES_INPUT, load_shapes_cnn
 
 KIND = "activation_maximization"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 from tests.conftest import ALICE, BOB, TEST_MODEL
-from tests.test_jobs_api import PROBLEM, assert_problem
+from tests.e2e.test_jobs_api import PROBLEM, assert_problem
 
 
 def test_another_tenants_jobs_are_invisible(stack):

@@ -13,8 +13,8 @@ import json
 import pytest
 
 from tests.conftest import ALICE, BOB, started_stack, wait_until
-from tests.dataset_files import image_folder, inline, png, tar_of, zip_of
-from tests.test_jobs_api import assert_problem
+from tests.e2e.dataset_files import image_folder, inline, png, tar_of, zip_of
+from tests.e2e.test_jobs_api import assert_problem
 
 pytestmark = pytest.mark.slow
 
