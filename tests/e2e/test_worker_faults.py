@@ -6,8 +6,18 @@ import signal
 import time
 
 import httpx
+import pytest
 
 from tests.conftest import RedisProcess, wait_until
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A redis-server of this test's own (append-only file on), to stop and start again."""
+    server = RedisProcess(tmp_path / "redis", appendonly=True)
+    server.start()
+    yield server
+    server.stop()
 
 
 def running_job_of_a_killed_worker(stack, client) -> dict:
@@ -81,40 +91,36 @@ def test_an_unrecoverable_device_error_fails_the_job_and_ends_the_worker_process
     assert stack.wait_status(client, after["id"], {"succeeded", "failed"})["status"] == "succeeded"
 
 
-def test_redis_down_gives_503_with_retry_after_and_the_service_recovers_by_itself(make_stack, tmp_path):
-    server = RedisProcess(tmp_path / "redis", appendonly=True)
+def test_redis_down_gives_503_with_retry_after_and_the_service_recovers_by_itself(make_stack, own_redis):
+    server = own_redis
+    stack = make_stack(workers=1, url=server.url)
+    client = stack.client()
+    job = stack.create(client, {"steps": 1})
+    stack.wait_status(client, job["id"], {"succeeded"})
+    server.stop()
+    for method, path, body in [
+        ("GET", f"/v1/jobs/{job['id']}", None),
+        ("GET", "/v1/jobs", None),
+        ("POST", "/v1/jobs", {"kind": "test-lifecycle", "model": "test-model"}),
+        ("GET", f"/v1/jobs/{job['id']}/artifacts/result.json", None),
+        ("GET", f"/v1/jobs/{job['id']}/events", None),
+        ("GET", "/readyz", None),
+    ]:
+        response = client.request(method, path, json=body)
+        assert response.status_code == 503, (path, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert int(response.headers["Retry-After"]) > 0
+    assert client.get("/livez").status_code == 200
     server.start()
-    try:
-        stack = make_stack(workers=1, url=server.url)
-        client = stack.client()
-        job = stack.create(client, {"steps": 1})
-        stack.wait_status(client, job["id"], {"succeeded"})
-        server.stop()
-        for method, path, body in [
-            ("GET", f"/v1/jobs/{job['id']}", None),
-            ("GET", "/v1/jobs", None),
-            ("POST", "/v1/jobs", {"kind": "test-lifecycle", "model": "test-model"}),
-            ("GET", f"/v1/jobs/{job['id']}/artifacts/result.json", None),
-            ("GET", f"/v1/jobs/{job['id']}/events", None),
-            ("GET", "/readyz", None),
-        ]:
-            response = client.request(method, path, json=body)
-            assert response.status_code == 503, (path, response.text)
-            assert response.headers["content-type"].startswith("application/problem+json")
-            assert int(response.headers["Retry-After"]) > 0
-        assert client.get("/livez").status_code == 200
-        server.start()
-        recovered = wait_until(
-            lambda: client.get(f"/v1/jobs/{job['id']}").status_code == 200, timeout=20, what="recovery"
-        )
-        assert recovered
-        assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded"
-        # The worker reconnected too: a new job runs.
-        later = stack.create(client, {"steps": 1})
-        assert stack.wait_status(client, later["id"], {"succeeded", "failed"}, timeout=60)["status"] == "succeeded"
-        assert httpx.get(f"{stack.base_url}/readyz").status_code == 200
-    finally:
-        server.stop()
+    recovered = wait_until(
+        lambda: client.get(f"/v1/jobs/{job['id']}").status_code == 200, timeout=20, what="recovery"
+    )
+    assert recovered
+    assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "succeeded"
+    # The worker reconnected too: a new job runs.
+    later = stack.create(client, {"steps": 1})
+    assert stack.wait_status(client, later["id"], {"succeeded", "failed"}, timeout=60)["status"] == "succeeded"
+    assert httpx.get(f"{stack.base_url}/readyz").status_code == 200
 
 
 def test_a_job_admitted_but_never_handed_to_rq_is_enqueued_again(make_stack):
@@ -134,25 +140,21 @@ def test_a_job_admitted_but_never_handed_to_rq_is_enqueued_again(make_stack):
     assert final["status"] == "succeeded"
 
 
-def test_a_job_running_through_a_redis_restart_is_queued_again_and_finishes(make_stack, tmp_path):
-    server = RedisProcess(tmp_path / "redis", appendonly=True)
+def test_a_job_running_through_a_redis_restart_is_queued_again_and_finishes(make_stack, own_redis):
+    server = own_redis
+    stack = make_stack(workers=1, url=server.url)
+    client = stack.client()
+    job = stack.create(client, {"steps": 60, "step_seconds": 0.05})
+    stack.wait_status(client, job["id"], {"running"})
+    server.stop()  # graceful: the append-only file keeps every accepted write
+    time.sleep(2)
     server.start()
-    try:
-        stack = make_stack(workers=1, url=server.url)
-        client = stack.client()
-        job = stack.create(client, {"steps": 60, "step_seconds": 0.05})
-        stack.wait_status(client, job["id"], {"running"})
-        server.stop()  # graceful: the append-only file keeps every accepted write
-        time.sleep(2)
-        server.start()
-        final = wait_until(
-            lambda: (r := client.get(f"/v1/jobs/{job['id']}")).status_code == 200
-            and r.json()["status"] in ("succeeded", "failed")
-            and r.json(),
-            timeout=90,
-            what="the job to end after the Redis restart",
-        )
-        assert final["status"] == "succeeded", final["error"]
-        assert final["attempts"] == 1  # the interrupted try was not counted
-    finally:
-        server.stop()
+    final = wait_until(
+        lambda: (r := client.get(f"/v1/jobs/{job['id']}")).status_code == 200
+        and r.json()["status"] in ("succeeded", "failed")
+        and r.json(),
+        timeout=90,
+        what="the job to end after the Redis restart",
+    )
+    assert final["status"] == "succeeded", final["error"]
+    assert final["attempts"] == 1  # the interrupted try was not counted

@@ -161,65 +161,7 @@ def capture_activation(model: nn.Module, x: torch.Tensor, layer: str) -> torch.T
 
 
 def _capture_once(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
-    module_name, function, call = parse_layer_name(layer)
-    modules = dict(model.named_modules())
-    if module_name and module_name not in modules:
-        raise KeyError(f"no module {module_name!r} in the model")
-    captured: list[torch.Tensor] = []
-    seen = 0
-    handles = []
-
-    if function is None:
-        target = modules[module_name] if module_name else model
-
-        def post_hook(_module, _inputs, output):
-            nonlocal seen
-            if seen == call:
-                captured.append(_first_tensor(output))
-                raise _Reached()
-            seen += 1
-
-        handles.append(target.register_forward_hook(post_hook))
-        mode = None
-    else:
-        names = {m: n for n, m in modules.items()}
-        stack: list[str] = []
-        def enter(module, _inputs) -> None:
-            stack.append(names[module])
-
-        def leave(_module, _inputs, _output) -> None:  # returning None keeps the output
-            stack.pop()
-
-        handles += [m.register_forward_pre_hook(enter) for m in names]
-        handles += [m.register_forward_hook(leave) for m in names]
-
-        def on_call(fn_name: str, output: torch.Tensor) -> None:
-            nonlocal seen
-            parent = stack[-1] if stack else ""
-            if parent != module_name or fn_name != function:
-                return
-            if parent and type(modules[parent]).__name__.lower().startswith(fn_name.replace("_", "")):
-                return
-            if seen == call:
-                captured.append(output)
-                raise _Reached()
-            seen += 1
-
-        mode = _FunctionalRecorder(on_call)
-    try:
-        if mode is None:
-            model(x)
-        else:
-            with mode:
-                model(x)
-    except _Reached:
-        pass
-    finally:
-        for handle in handles:
-            handle.remove()
-    if not captured:
-        raise KeyError(f"layer {layer!r} produced no output in a forward pass")
-    return captured[0]
+    return _capture_many_once(model, x, [layer])[layer]
 
 
 def capture_activations(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -325,5 +267,5 @@ def _capture_many_once(model: nn.Module, x: torch.Tensor, layers: list[str]) -> 
             handle.remove()
     missing = [layer for layer in layers if layer not in captured]
     if missing:
-        raise KeyError(f"layers {missing} produced no output in a forward pass")
+        raise KeyError(f"layer {missing[0]!r} produced no output in a forward pass")
     return captured

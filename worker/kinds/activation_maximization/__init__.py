@@ -13,7 +13,6 @@ for tests and notebooks; `run` is the worker's handler around it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +24,7 @@ from worker.context import ArtifactBlob, JobContext, JobOutput
 from worker.datasets import ImageSet
 from worker.indexes import IndexAccess
 from worker.kinds.activation_maximization import report
-from worker.kinds.activation_maximization.compute import DATASET_BATCH, render_images
+from worker.kinds.activation_maximization.compute import DATASET_BATCH, Hooks, render_images
 from worker.kinds.activation_maximization.figures import grid_artifact, image_artifacts
 from worker.kinds.activation_maximization.report import ModelLoad
 
@@ -64,11 +63,13 @@ def run(ctx: JobContext, params: ActivationMaximizationParams) -> JobOutput:
         device=ctx.device,
         model_name=ctx.model,
         model_load=ModelLoad(load_seconds, cache_hit),
-        on_step=on_step,
-        on_phase=lambda fraction, message: ctx.progress(fraction, message, force=True),
-        check=ctx.check,
-        dataset=dataset,
-        reference_index=reference_index,
+        hooks=Hooks(
+            on_step=on_step,
+            on_phase=lambda fraction, message: ctx.progress(fraction, message, force=True),
+            check=ctx.check,
+            dataset=dataset,
+            reference_index=reference_index,
+        ),
     ).job_output()
 
 
@@ -90,18 +91,11 @@ def execute(
     device: str,
     model_name: str | None = None,
     model_load: ModelLoad | None = None,
-    on_step: Callable[[int, int, list[float] | None], None] | None = None,
-    on_phase: Callable[[float, str], None] | None = None,
-    check: Callable[[], None] | None = None,
-    dataset: Callable[[str], ImageSet] | None = None,
-    reference_index: Callable[[str, str], Any] | None = None,
+    hooks: Hooks | None = None,
 ) -> Execution:
     """The whole job without Redis: `model` loaded on `device`, `record` its catalog record
-    (input contract, labels, layers); `dataset(id)` returns a reference dataset's images."""
-    rendering = render_images(
-        model, record, params, device=device, on_step=on_step, on_phase=on_phase, check=check, dataset=dataset,
-        reference_index=reference_index,
-    )  # fmt: skip
+    (input contract, labels, layers)."""
+    rendering = render_images(model, record, params, device=device, hooks=hooks)
     name = model_name or record.get("id")
     images = report.image_records(rendering, params)
     document = report.result_document(rendering, images, params, model=name, device=device, model_load=model_load)

@@ -137,21 +137,24 @@ def prepare(
     )
 
 
+@dataclass
+class Hooks:
+    """What a rendering asks of the job around it (all optional: a test renders without)."""
+
+    on_step: Callable[[int, int, list[float] | None], None] | None = None  # (step, steps, activations)
+    on_phase: Callable[[float, str], None] | None = None  # (fraction, message)
+    check: Callable[[], None] | None = None  # raises to stop (cancel, time limit)
+    dataset: Callable[[str], ImageSet] | None = None  # a reference dataset's images
+    reference_index: Callable[[str, str], Any] | None = None  # (dataset, layer) -> its activation index
+
+
 def render_images(
-    model: torch.nn.Module,
-    record: dict[str, Any],
-    params: ActivationMaximizationParams,
-    *,
-    device: str,
-    on_step: Callable[[int, int, list[float] | None], None] | None = None,
-    on_phase: Callable[[float, str], None] | None = None,
-    check: Callable[[], None] | None = None,
-    dataset: Callable[[str], ImageSet] | None = None,
-    reference_index: Callable[[str, str], Any] | None = None,
+    model: torch.nn.Module, record: dict[str, Any], params: ActivationMaximizationParams, *, device: str, hooks: Hooks | None = None
 ) -> Rendering:
-    """`model` loaded on `device`, `record` its catalog record (input contract, labels, layers);
-    `dataset(id)` returns a reference dataset's images."""
-    phase = on_phase or (lambda fraction, message: None)
+    """`model` loaded on `device`, `record` its catalog record (input contract, labels, layers)."""
+    hooks = hooks or Hooks()
+    on_step, check, dataset, reference_index = hooks.on_step, hooks.check, hooks.dataset, hooks.reference_index
+    phase = hooks.on_phase or (lambda fraction, message: None)
     setup = prepare(model, record, params, device=device)
     resolved, objective = setup.resolved, setup.objective
 
