@@ -44,11 +44,8 @@ class Step:
 class FanOut:
     def __init__(self, runs: JobRuns):
         self.runs = runs
-        self.store = runs.store
-        self.redis = runs.redis
-        self.keys = runs.keys
-        self._hand_over = scripts.HAND_OVER.bind(self.redis)
-        self._step_done = scripts.STEP_DONE.bind(self.redis)
+        self.store, self.redis, self.keys = runs.store, runs.redis, runs.keys
+        self._hand_over, self._step_done = scripts.HAND_OVER.bind(self.redis), scripts.STEP_DONE.bind(self.redis)
 
     def hand_over(
         self, parent: JobRecord, worker: str, shards: list[Step], merge: Step, *, merge_also_after: list[str] = ()
