@@ -30,6 +30,13 @@ def build(stack, client, timeout: float = 180, **params) -> dict:
     return stack.wait_status(client, job.json()["id"], {"succeeded", "failed", "canceled"}, timeout=timeout)
 
 
+def handed_over(client, job_id: str) -> bool:
+    """The build holds its claim and its shards are queued (or it is already done)."""
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    started = (job.get("message") or "").endswith("every worker") or job["progress"]["fraction"] > 0.05
+    return started or job["status"] not in {"queued", "running"}
+
+
 def brute_force_maxima(layer: str) -> np.ndarray:
     """[images, channels]: each image's largest activation per channel, one image at a time."""
     model, pictures = load_shapes_cnn(), shapes_val()[0]
@@ -90,6 +97,8 @@ def test_a_second_build_of_the_same_index_waits_for_the_first(two_workers):
     first = client.post("/v1/jobs", json={"kind": "activation_index", "model": "shapes-cnn",
                                           "params": {"dataset": "shapes-val", "layers": ["features.3"], "shard_images": 50,
                                                      "batch_size": 8, "rebuild": True}}).json()  # fmt: skip
+    # the second is submitted once the first holds the build (two idle workers could otherwise start it first)
+    wait_until(lambda: handed_over(client, first["id"]), timeout=60, what="the first build to be handed over")
     second = build(two_workers, client, layers=["features.3"], shard_images=50, batch_size=8)
     first = two_workers.wait_status(client, first["id"], {"succeeded", "failed"}, timeout=180)
     assert first["status"] == second["status"] == "succeeded", (first["error"], second["error"])
@@ -103,9 +112,7 @@ def test_canceling_a_build_cancels_its_shards_and_publishes_nothing(two_workers)
     job = client.post("/v1/jobs", json={"kind": "activation_index", "model": "shapes-cnn",
                                         "params": {"dataset": "shapes-val", "layers": ["features.9"], "shard_images": 16,
                                                    "batch_size": 1}}).json()  # fmt: skip
-    wait_until(lambda: (client.get(f"/v1/jobs/{job['id']}").json().get("message") or "").endswith("every worker")
-               or client.get(f"/v1/jobs/{job['id']}").json()["progress"]["fraction"] > 0.05, timeout=60,
-               what="the build to be handed over")  # fmt: skip
+    wait_until(lambda: handed_over(client, job["id"]), timeout=60, what="the build to be handed over")
     canceled = client.post(f"/v1/jobs/{job['id']}/cancel")
     assert canceled.json()["status"] == "canceled"
     record = two_workers.redis.hget(f"{two_workers.namespace}:job:{job['id']}", "fanout")

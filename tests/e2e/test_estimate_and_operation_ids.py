@@ -157,6 +157,7 @@ EXPECTED_OPERATIONS = {
              "get_artifact", "list_kinds", "get_webhook_secret"},
     "models": {"list_models", "get_model", "upload_model", "delete_model"},
     "datasets": {"list_datasets", "get_dataset", "upload_dataset", "delete_dataset"},
+    "indexes": {"list_indexes", "get_index", "delete_index"},
     "health": {"livez", "readyz", "metrics"},
 }
 
