@@ -23,6 +23,7 @@ from service.api.problems import document_problems, install_problem_handlers
 from service.api.web import mount_web
 from service.blobs import LegacyUploads
 from service.catalogs import DatasetCatalog, ModelCatalog
+from service.atlases import AtlasCache
 from service.indexes import IndexCatalog
 from service.jobstore import AsyncJobReader, JobRuns, JobStore, Reaper
 from service.plugins import load_plugins
@@ -118,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.catalog = ModelCatalog(connection, settings)
     app.state.datasets = DatasetCatalog(connection, settings)
     app.state.indexes = IndexCatalog(connection, app.state.store.keys)
+    app.state.atlases = AtlasCache(connection, app.state.store.keys)
     app.state.uploaded_files = UploadedFiles(connection, app.state.store.keys, app.state.blobs)
     registry = CollectorRegistry()
     registry.register(JobStatsCollector(app.state.store))

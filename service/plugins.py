@@ -22,6 +22,7 @@ BUILTIN_PLUGIN_MODULES: tuple[str, ...] = (
     "service.kinds.tabular_attribution",
     "service.kinds.activation_index",
     "service.kinds.dataset_indexing",
+    "service.kinds.atlas",
 )
 
 

@@ -215,6 +215,7 @@ def delete_model(model_id: str, tenant: Tenant, models: Models, files: Files, re
     if files.remove("models", tenant, model_id) is None:
         raise ProblemError(409, "builtin-model", f"{model_id!r} is built in; only uploaded models can be removed.")
     request.app.state.indexes.delete_for(tenant, model=model_id)  # its activation indexes go with it
+    request.app.state.atlases.delete_for(tenant, model=model_id)  # and its atlases' stored chunks
     return Response(status_code=204)
 
 

@@ -37,8 +37,13 @@ PLANNED, SHARDS_SPAN = 0.05, 0.85
 
 @dataclass(frozen=True)
 class Step:
+    """One step of a fan-out. `after`: positions (in the list handed over) of earlier steps it
+    waits for; `waits_for`: step ids of other jobs it also waits for (a build it reads)."""
+
     kind: str
     params: dict[str, Any]
+    after: tuple[int, ...] = ()
+    waits_for: tuple[str, ...] = ()
 
 
 class FanOut:
@@ -50,20 +55,31 @@ class FanOut:
     def hand_over(
         self, parent: JobRecord, worker: str, shards: list[Step], merge: Step, *, merge_also_after: list[str] = ()
     ) -> list[str]:
-        """Create the steps, give the parent to them, queue them; returns the shard ids. The
-        merge waits for the shards and for `merge_also_after` (steps of other jobs). Raises
-        OwnershipLost if the parent is no longer this worker's (nothing is queued then)."""
+        """Create the steps, give the parent to them, queue them; returns the shard ids. A
+        shard waits for the shards its `after` names (stages: an index's shards, then its merge,
+        then chunks that read it); the merge waits for every shard and for `merge_also_after`
+        (steps of other jobs). Raises OwnershipLost if the parent is no longer this worker's
+        (nothing is queued then)."""
         from service.jobstore.runs import OwnershipLost
 
-        shard_ids = [self._create_step(parent, step) for step in shards]
+        shard_ids: list[str] = []
+        for step in shards:
+            after = [shard_ids[position] for position in step.after] + list(step.waits_for)
+            shard_ids.append(self._create_step(parent, step, after=after))
         merge_id = self._create_step(parent, merge, after=[*shard_ids, *merge_also_after])
         deadline = (parent.started_at or time.time()) + parent.timeout_seconds
         outcome = _text(
             self._hand_over(
-                job_key=self.keys.job(parent.id), running=self.keys.running, fanouts=self.keys.fanouts,
-                job_id=parent.id, worker=worker, owner=FANOUT_OWNER, deadline=repr(deadline),
+                job_key=self.keys.job(parent.id),
+                running=self.keys.running,
+                fanouts=self.keys.fanouts,
+                job_id=parent.id,
+                worker=worker,
+                owner=FANOUT_OWNER,
+                deadline=repr(deadline),
                 fanout_json=json.dumps({"shards": shard_ids, "merge": merge_id}),
-                message=f"{len(shard_ids)} shards queued for every worker", channel=self.keys.events(parent.id),
+                message=f"{len(shard_ids)} shards queued for every worker",
+                channel=self.keys.events(parent.id),
             )  # fmt: skip
         )
         if outcome != "handed-over":
@@ -120,4 +136,3 @@ class FanOut:
 
     def overdue(self, now: float) -> list[str]:
         return [_text(i) for i in self.redis.zrangebyscore(self.keys.fanouts, "-inf", now)]
-

@@ -70,6 +70,8 @@ class IndexMergeParams(BaseModel):
     k: int
     # Another job builds (some of) these indexes: this merge ran after it, and only reads them.
     waited_for: str | None = None
+    # False: a stage of a bigger job (an atlas): publish the indexes, leave the job running.
+    finish: bool = True
 
 
 def check_activation_index(params: ActivationIndexParams, record: dict[str, Any]) -> None:

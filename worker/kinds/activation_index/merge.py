@@ -1,6 +1,6 @@
 """The merge of an activation index build: every shard's statistics merged per layer (exact:
 worker/core/index/stats.py), written as the layer's index, and the build job finished with its
-result. An index is complete or absent: nothing is published before every shard is merged."""
+result (or, as a stage of an atlas, left to the steps after it). An index is complete or absent: nothing is published before every shard is merged."""
 
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ def run(ctx: JobContext, params: IndexMergeParams) -> JobOutput:
         return JobOutput(summary={"skipped": "the build job already ended"})
     catalog, files = IndexCatalog(ctx.runs.redis, ctx.runs.keys), ctx.files.store
     access = IndexAccess(ctx, ctx.models.load(ctx.tenant, ctx.model)[0].record, params.dataset)
-    shards = [ctx.runs.store.record(shard_id) for shard_id in (parent.fanout or {}).get("shards", [])]
+    # The shards this merge waited for (an atlas's fan-out has other steps besides).
+    shards = [ctx.runs.store.record(step_id) for step_id in step.after]
+    shards = [shard for shard in shards if shard is not None and shard.kind == "activation_index_shard"]
     built, started = [], time.perf_counter()
     try:
         for layer in params.layers:
@@ -51,6 +53,8 @@ def run(ctx: JobContext, params: IndexMergeParams) -> JobOutput:
     finally:
         for index in params.indexes.values():
             catalog.release_build(ctx.tenant, index, parent.id)
+    if not params.finish:  # a stage of a bigger job (an atlas): the indexes are its input
+        return JobOutput(summary={"merged": len(shards), "indexes": [b["id"] for b in built]})
     result = {
         "model": parent.model, "dataset": params.dataset, "indexes": built,
         "shards": len(shards), "params": parent.params,

@@ -32,8 +32,8 @@ METHOD_NAMES = {
 def figure_artifacts(projections: Projections, params: DeconvnetParams, model: str) -> list[ArtifactBlob]:
     """projection-NNN.png and patch-NNN.png per neuron (in that order, pair by pair), then grid.png."""
     shown = projections.neurons
-    display = [_crop(_for_display(p, n), n, params.crop) for p, n in zip(projections.reconstructions, shown)]
-    patches = [_crop(projections.originals[projections.original_row[n.image_index]], n, params.crop) for n in shown]
+    display = [crop_to_field(display_projection(p, n), n, params.crop) for p, n in zip(projections.reconstructions, shown)]
+    patches = [crop_to_field(projections.originals[projections.original_row[n.image_index]], n, params.crop) for n in shown]
     artifacts = []
     for index, (picture, patch) in enumerate(zip(display, patches)):
         artifacts.append(png_artifact(f"projection-{index:03d}.png", png_bytes(enlarge(picture, PNG_MIN_SIDE))))
@@ -42,9 +42,9 @@ def figure_artifacts(projections: Projections, params: DeconvnetParams, model: s
     return artifacts
 
 
-def _for_display(projection: np.ndarray, neuron: ProjectedNeuron) -> np.ndarray:
+def display_projection(projection: np.ndarray, neuron: ProjectedNeuron) -> np.ndarray:
     """The projection as an image; its scale read inside the receptive field, where the signal is."""
-    scale = float(np.percentile(np.abs(_crop(projection, neuron, True)), DISPLAY_PERCENTILE))
+    scale = float(np.percentile(np.abs(crop_to_field(projection, neuron, True)), DISPLAY_PERCENTILE))
     if scale == 0.0:
         scale = float(np.abs(projection).max())
     if scale == 0.0:
@@ -52,7 +52,7 @@ def _for_display(projection: np.ndarray, neuron: ProjectedNeuron) -> np.ndarray:
     return np.clip(0.5 + 0.5 * projection / scale, 0.0, 1.0)
 
 
-def _crop(picture: np.ndarray, neuron: ProjectedNeuron, crop: bool) -> np.ndarray:
+def crop_to_field(picture: np.ndarray, neuron: ProjectedNeuron, crop: bool) -> np.ndarray:
     if not crop:
         return picture
     y0, x0, y1, x1 = neuron.receptive_field
