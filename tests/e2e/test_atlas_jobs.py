@@ -193,3 +193,13 @@ def test_stored_chunks_go_with_their_dataset(two_workers):
     assert client.delete("/v1/datasets/few").status_code == 204
     assert not [v for v in two_workers.redis.hvals(key) if json.loads(v)["dataset"] == "few"]
     assert two_workers.redis.zscore(f"{two_workers.namespace}:blob-leases", records[0]["prefix"]) == 0
+
+
+def test_an_atlas_is_estimated_before_it_is_submitted(two_workers):
+    client = two_workers.client()
+    estimate = client.post("/v1/jobs/estimate", json=atlas_body())
+    assert estimate.status_code == 200, estimate.text
+    body = estimate.json()
+    assert body["kind"] == "atlas" and body["seconds"]["cpu"] > 0 and "6 units" in body["basis"]
+    lighter = client.post("/v1/jobs/estimate", json=atlas_body(feature_visualization=None)).json()
+    assert lighter["seconds"]["cpu"] < body["seconds"]["cpu"]  # the renderings are part of the cost

@@ -83,7 +83,7 @@ def test_the_readme_walks_a_new_user_to_a_succeeded_job_of_every_kind(tmp_path):
 
             kinds = wait_until(every_kind_succeeded, timeout=300, what="every job of the walk-through to end", interval=1)
             models = {name: client.get(f"/v1/models/{name}").json() for name in ("my-net", "my-resnet")}
-        assert kinds >= {"deconvnet", "activation_maximization", "tabular_attribution", "model_inspection"}, kinds
+        assert kinds >= {"deconvnet", "activation_maximization", "tabular_attribution", "model_inspection", "atlas"}, kinds
         assert models["my-net"]["status"] == "ready" and models["my-resnet"]["status"] == "ready"
         assert models["my-net"]["batch"] == {"min": 1, "max": None}
     finally:
