@@ -34,7 +34,14 @@ def model_identity(record: dict[str, Any], model_ref: str) -> str:
 def dataset_identity(record: dict[str, Any]) -> str:
     files = [f.get("sha256") for f in record.get("files") or [] if isinstance(f, dict)]
     return json.dumps(
-        [record.get("source"), record.get("id"), files, record.get("uri"), record.get("indexing_job"), record.get("count")]
+        [
+            record.get("source"),
+            record.get("id"),
+            files,
+            record.get("uri"),
+            record.get("indexing_job"),
+            record.get("count"),
+        ]
     )
 
 
@@ -78,10 +85,18 @@ class IndexCatalog:
 
     def delete_for(self, tenant: str, *, model: str | None = None, dataset: str | None = None) -> int:
         """Delete the tenant's indexes of a model or a dataset being deleted."""
-        gone = [r["id"] for r in self.records(tenant) if (model and r["model"] == model) or (dataset and r["dataset"] == dataset)]
+        gone = [
+            r["id"]
+            for r in self.records(tenant)
+            if (model and r["model"] == model) or (dataset and r["dataset"] == dataset)
+        ]
         return sum(self.delete(tenant, index) for index in gone)
 
     # ---- one build at a time per index ----------------------------------------------------
+
+    def claim_key(self, tenant: str, index: str) -> str:
+        """The Redis key of an index's build claim (a fan-out lets it go if its job fails)."""
+        return self._lock(tenant, index)
 
     def _lock(self, tenant: str, index: str) -> str:
         return f"{self.keys.ns}:index-build:{tenant}:{index}"

@@ -53,13 +53,22 @@ class FanOut:
         self._hand_over, self._step_done = scripts.HAND_OVER.bind(self.redis), scripts.STEP_DONE.bind(self.redis)
 
     def hand_over(
-        self, parent: JobRecord, worker: str, shards: list[Step], merge: Step, *, merge_also_after: list[str] = ()
+        self,
+        parent: JobRecord,
+        worker: str,
+        shards: list[Step],
+        merge: Step,
+        *,
+        merge_also_after: list[str] = (),
+        claims: list[str] = (),
     ) -> list[str]:
         """Create the steps, give the parent to them, queue them; returns the shard ids. A
         shard waits for the shards its `after` names (stages: an index's shards, then its merge,
         then chunks that read it); the merge waits for every shard and for `merge_also_after`
         (steps of other jobs). Raises OwnershipLost if the parent is no longer this worker's
-        (nothing is queued then)."""
+        (nothing is queued then). `claims`: Redis keys holding the parent's id (an index build's
+        claim) that go when the parent ends without succeeding, so that a job submitted after
+        a cancel builds again instead of waiting for steps that will never run."""
         from service.jobstore.runs import OwnershipLost
 
         shard_ids: list[str] = []
@@ -77,7 +86,7 @@ class FanOut:
                 worker=worker,
                 owner=FANOUT_OWNER,
                 deadline=repr(deadline),
-                fanout_json=json.dumps({"shards": shard_ids, "merge": merge_id}),
+                fanout_json=json.dumps({"shards": shard_ids, "merge": merge_id, "claims": list(claims)}),
                 message=f"{len(shard_ids)} shards queued for every worker",
                 channel=self.keys.events(parent.id),
             )  # fmt: skip
@@ -125,6 +134,9 @@ class FanOut:
         what is left of its steps."""
         outcome = self.runs.finish(parent.id, FANOUT_OWNER, status, error=error)
         self.cancel_steps(parent)
+        for key in (parent.fanout or {}).get("claims", []):
+            if _text(self.redis.get(key) or b"") == parent.id:
+                self.redis.delete(key)
         return outcome
 
     def cancel_steps(self, parent: JobRecord) -> None:

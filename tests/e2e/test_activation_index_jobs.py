@@ -41,7 +41,10 @@ def brute_force_maxima(layer: str) -> np.ndarray:
     """[images, channels]: each image's largest activation per channel, one image at a time."""
     model, pictures = load_shapes_cnn(), shapes_val()[0]
     with torch.no_grad():
-        out = [model.features[: LAYERS[layer]](prepare_images([p], SHAPES_INPUT, "cpu"))[0].amax(dim=(1, 2)) for p in pictures]
+        out = [
+            model.features[: LAYERS[layer]](prepare_images([p], SHAPES_INPUT, "cpu"))[0].amax(dim=(1, 2))
+            for p in pictures
+        ]
     return torch.stack(out).numpy()
 
 
@@ -121,6 +124,10 @@ def test_canceling_a_build_cancels_its_shards_and_publishes_nothing(two_workers)
                            for s in [*steps["shards"], steps["merge"]]), timeout=60, what="the steps to stop")  # fmt: skip
     assert client.get(f"/v1/jobs/{steps['merge']}").json()["status"] == "canceled"
     assert [r for r in client.get("/v1/indexes").json() if r["layer"] == "features.9"] == []
+    # the canceled build let its claim go: the next one builds at once instead of waiting for it
+    again = build(two_workers, client, layers=["features.9"], shard_images=200, timeout=120)
+    assert again["status"] == "succeeded", again["error"]
+    assert client.get(again["result"]["artifacts"][0]["url"]).json()["indexes"][0]["built_by"] == again["id"]
 
 
 def test_a_worker_killed_mid_shard_costs_that_shard_only(make_stack):
@@ -129,6 +136,7 @@ def test_a_worker_killed_mid_shard_costs_that_shard_only(make_stack):
     job = client.post("/v1/jobs", json={"kind": "activation_index", "model": "shapes-cnn",
                                         "params": {"dataset": "shapes-val", "layers": ["features.6"], "shard_images": 100,
                                                    "batch_size": 2, "k": 8}}).json()  # fmt: skip
+
     def a_running_shard() -> tuple[str, int] | None:
         fanout = stack.redis.hget(f"{stack.namespace}:job:{job['id']}", "fanout")
         for step in json.loads(fanout)["shards"] if fanout else []:
@@ -164,10 +172,23 @@ def test_an_index_goes_with_its_dataset_and_deconvnet_reads_it(two_workers):
             png = io.BytesIO()
             Image.fromarray(picture).save(png, format="PNG")
             archive.writestr(f"img-{i:03d}.png", png.getvalue())
-    assert client.post("/v1/datasets", files={"file": ("forty.zip", buffer.getvalue())}, data={"name": "forty"}).status_code == 201
-    body = {"kind": "deconvnet", "model": "shapes-cnn", "params": {"dataset": "forty", "layer": "features.6", "top_k": 3, "channels": [1, 2]}}
-    first = two_workers.wait_status(client, client.post("/v1/jobs", json=body).json()["id"], {"succeeded", "failed"}, timeout=120)
-    second = two_workers.wait_status(client, client.post("/v1/jobs", json=body).json()["id"], {"succeeded", "failed"}, timeout=120)
+    assert (
+        client.post(
+            "/v1/datasets", files={"file": ("forty.zip", buffer.getvalue())}, data={"name": "forty"}
+        ).status_code
+        == 201
+    )
+    body = {
+        "kind": "deconvnet",
+        "model": "shapes-cnn",
+        "params": {"dataset": "forty", "layer": "features.6", "top_k": 3, "channels": [1, 2]},
+    }
+    first = two_workers.wait_status(
+        client, client.post("/v1/jobs", json=body).json()["id"], {"succeeded", "failed"}, timeout=120
+    )
+    second = two_workers.wait_status(
+        client, client.post("/v1/jobs", json=body).json()["id"], {"succeeded", "failed"}, timeout=120
+    )
     assert first["result"]["summary"]["index_built"] is True and second["result"]["summary"]["index_built"] is False
     result = client.get(f"/v1/jobs/{second['id']}/artifacts/result.json").json()
     assert result["index"]["used"] is True and result["index"]["images"] == 40
@@ -184,7 +205,10 @@ def test_an_index_goes_with_its_dataset_and_deconvnet_reads_it(two_workers):
 def brute_force_on(pictures, layer: str) -> np.ndarray:
     model = load_shapes_cnn()
     with torch.no_grad():
-        out = [model.features[: LAYERS[layer]](prepare_images([p], SHAPES_INPUT, "cpu"))[0].amax(dim=(1, 2)) for p in pictures]
+        out = [
+            model.features[: LAYERS[layer]](prepare_images([p], SHAPES_INPUT, "cpu"))[0].amax(dim=(1, 2))
+            for p in pictures
+        ]
     return torch.stack(out).numpy()
 
 
@@ -192,14 +216,18 @@ def test_activation_maximization_reads_dataset_max_from_the_index(two_workers):
     client = two_workers.client()
     params = {"objective": {"type": "channel", "layer": "features.6", "units": [3, 5]}, "steps": 4, "size": 64,
               "reference_dataset": "shapes-val"}  # fmt: skip
-    job = client.post("/v1/jobs", json={"kind": "activation_maximization", "model": "shapes-cnn", "params": params}).json()
+    job = client.post(
+        "/v1/jobs", json={"kind": "activation_maximization", "model": "shapes-cnn", "params": params}
+    ).json()
     job = two_workers.wait_status(client, job["id"], {"succeeded", "failed"}, timeout=120)
     assert job["status"] == "succeeded", job["error"]
     result = client.get(f"/v1/jobs/{job['id']}/artifacts/result.json").json()
     assert result["reference_index"] is not None and result["reference_index"]["images"] == 400
     model, pictures = load_shapes_cnn(), shapes_val()[0]
     with torch.no_grad():
-        means = torch.stack([model.features[:7](prepare_images([p], SHAPES_INPUT, "cpu"))[0].mean(dim=(1, 2)) for p in pictures])
+        means = torch.stack(
+            [model.features[:7](prepare_images([p], SHAPES_INPUT, "cpu"))[0].mean(dim=(1, 2)) for p in pictures]
+        )
     for image in result["images"]:
         column = means[:, image["unit"]]
         assert image["dataset_max"] == pytest.approx(float(column.max()), rel=1e-5)

@@ -33,7 +33,9 @@ def run(ctx: JobContext, params: ActivationIndexParams) -> JobOutput:
     if not missing:
         return _already_indexed(ctx, params, ready)
     record = ctx.runs.store.record(ctx.job_id)
-    holders = {layer: catalog.claim_build(ctx.tenant, ids[layer], ctx.job_id, record.timeout_seconds) for layer in missing}
+    holders = {
+        layer: catalog.claim_build(ctx.tenant, ids[layer], ctx.job_id, record.timeout_seconds) for layer in missing
+    }
     mine = [layer for layer in missing if holders[layer] == ctx.job_id]
     others = sorted({holder for holder in holders.values() if holder != ctx.job_id})
     shards = [
@@ -45,7 +47,8 @@ def run(ctx: JobContext, params: ActivationIndexParams) -> JobOutput:
     merge = Step("activation_index_merge", {"dataset": params.dataset, "layers": missing, "k": params.k,
                                             "indexes": {layer: ids[layer] for layer in missing},
                                             "waited_for": others[0] if others else None})  # fmt: skip
-    ctx.runs.fanout.hand_over(record, ctx.worker, shards, merge, merge_also_after=waited)
+    claims = [catalog.claim_key(ctx.tenant, ids[layer]) for layer in mine]
+    ctx.runs.fanout.hand_over(record, ctx.worker, shards, merge, merge_also_after=waited, claims=claims)
     return JobOutput(handed_over=True)
 
 

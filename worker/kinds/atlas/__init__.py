@@ -39,10 +39,14 @@ def run(ctx: JobContext, params: AtlasParams) -> JobOutput:
     steps: list[Step] = []
     index_built = False
     waits_for: tuple[str, ...] = ()
+    claims: list[str] = []
     if len(stored) < len(chunks):
         index_steps, waits_for = _index_steps(ctx, params, record, len(images), job.timeout_seconds)
         steps.extend(index_steps)
         index_built = bool(index_steps)
+        if index_built:
+            catalog = IndexCatalog(ctx.runs.redis, ctx.runs.keys)
+            claims.append(catalog.claim_key(ctx.tenant, IndexAccess(ctx, record, params.dataset).id(params.layer)))
     after_index = (len(steps) - 1,) if steps else ()
     for name, chunk_units in chunks.items():
         if name not in stored:
@@ -52,7 +56,7 @@ def run(ctx: JobContext, params: AtlasParams) -> JobOutput:
         "atlas": params.model_dump(mode="json"), "units": units, "cache": cache, "chunks": list(chunks),
         "reused": len(stored), "index_built": index_built,
     })  # fmt: skip
-    ctx.runs.fanout.hand_over(job, ctx.worker, steps, assemble)
+    ctx.runs.fanout.hand_over(job, ctx.worker, steps, assemble, claims=claims)
     return JobOutput(handed_over=True)
 
 
