@@ -28,6 +28,7 @@ class Processes:
     def __init__(self, log_dir: Path):
         self.log_dir = log_dir
         self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.service_env: dict[str, str] = {}  # start_service's environment, for more workers
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "wb")
@@ -78,16 +79,21 @@ def wait_http(url: str, procs: Processes, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout} s")
 
 
-def start_service(procs: Processes, device: str, *, ready_within: float = 180.0) -> str:
+def start_service(
+    procs: Processes, device: str, *, ready_within: float = 180.0, env: dict[str, str] | None = None
+) -> str:
     """A redis-server, an API and one worker on free ports, with their data in the benchmark's
-    folder; returns the API's URL once /readyz says the built-in models are registered."""
+    folder and `env` added to their environment (kept as procs.service_env, for more workers);
+    returns the API's URL once /readyz says the built-in models are registered."""
     redis_port, api_port = free_port(), free_port()
     env = {
         **os.environ,
         "GLASSBOX_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "GLASSBOX_DEVICE": device,
         "GLASSBOX_DATA_DIR": str(procs.log_dir / "data"),
+        **(env or {}),
     }
+    procs.service_env = env
     procs.start("redis", ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"], env)
     procs.start("api", [sys.executable, "-m", "service.cli", "api", "--port", str(api_port), "--no-access-log"], env)
     procs.start("worker", [sys.executable, "-m", "service.cli", "worker"], env)
