@@ -138,7 +138,7 @@ class Stack:
 
     def start_api(self) -> None:
         self.api = self._spawn("api", "api", "--port", str(self.port), "--no-access-log")
-        wait_until(self._live, timeout=20, what="the API to start")
+        wait_until(self._live, timeout=60, what="the API to start")
 
     def _live(self) -> bool:
         try:
