@@ -5,7 +5,10 @@
 Starts a private redis-server, the API and one worker, runs the walk-through's jobs with the
 Python client, saves their figures as they are (they are drawn to be read at their size: a
 resampled figure blurs its enlarged pixels), and takes a screenshot of the web page (scaled down)
-with Debian's chromium when it is installed.
+with Debian's chromium when it is installed; then an atlas of shapes-cnn `features.11` and
+screenshots of its web view (the grid, and the page of its strongest unit).
+
+    uv run python docs/readme_images.py --only atlas     # the atlas pictures alone
 """
 
 from __future__ import annotations
@@ -45,9 +48,13 @@ def save(data: bytes, name: str, max_width: int | None = None) -> None:
     print(f"wrote docs/images/{name} ({(IMAGES / name).stat().st_size} bytes)")
 
 
-def screenshot(base_url: str, job_id: str) -> None:
+ATLAS = ("shapes-cnn", {"layer": "features.11", "dataset": "shapes-val"})
+
+
+def screenshots(base_url: str, pages: list[tuple[str, str]]) -> None:
+    """(path, picture name) of each page, after it has had time to load its pictures."""
     if not Path("/usr/bin/chromium").exists():
-        print("no /usr/bin/chromium: skipping the page screenshot")
+        print("no /usr/bin/chromium: skipping the page screenshots")
         return
     from playwright.sync_api import sync_playwright
 
@@ -57,13 +64,25 @@ def screenshot(base_url: str, job_id: str) -> None:
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
         )
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(f"{base_url}/#job={job_id}")
-        page.wait_for_timeout(4000)
-        save(page.screenshot(full_page=False), "web-page.png", SCREENSHOT_WIDTH)
+        for path, name in pages:
+            page.goto(f"{base_url}{path}")
+            page.wait_for_timeout(5000)
+            save(page.screenshot(full_page=False), name, SCREENSHOT_WIDTH)
         browser.close()
 
 
+def atlas_pages(client: Client) -> list[tuple[str, str]]:
+    model, params = ATLAS
+    job = client.wait(client.submit("atlas", model, params).id, timeout=1800)
+    if job.status != "succeeded":
+        raise RuntimeError(f"atlas: {job.error}")
+    atlas = client.http.get(f"/v1/jobs/{job.id}/artifacts/atlas.json").json()
+    strongest = atlas["orders"]["max_activation"][0]
+    return [(f"/atlas/{job.id}", "atlas-grid.png"), (f"/atlas/{job.id}/units/{strongest}", "atlas-unit.png")]
+
+
 def main() -> int:
+    only_atlas = sys.argv[1:] == ["--only", "atlas"]
     IMAGES.mkdir(parents=True, exist_ok=True)
     log_dir = Path(tempfile.mkdtemp(prefix="glassbox-readme-"))
     procs = Processes(log_dir)
@@ -83,7 +102,7 @@ def main() -> int:
         with Client(base) as client:
             kinds = {k["name"] for k in client.http.get("/v1/kinds").json()}
             first = None
-            for kind, model, params, artifact, name in WALK_THROUGH:
+            for kind, model, params, artifact, name in [] if only_atlas else WALK_THROUGH:
                 if kind not in kinds:
                     print(f"kind {kind} is not installed: skipping {name}")
                     continue
@@ -93,8 +112,10 @@ def main() -> int:
                 first = first or job.id
                 ref = next(a for a in job.result.artifacts if a.name == artifact)
                 save(client.http.get(ref.url).content, name)
-        if first:
-            screenshot(base, first)
+            pages = [(f"/#job={first}", "web-page.png")] if first else []
+            if "atlas" in kinds:
+                pages += atlas_pages(client)
+        screenshots(base, pages)
         return 0
     finally:
         procs.stop_all()
