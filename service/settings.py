@@ -46,9 +46,7 @@ class Settings(BaseSettings):
         ge=1,
         description="Longest a job may run; a job may ask for less with `timeout_seconds`.",
     )
-    device: str = Field(
-        default="auto", pattern=DEVICE_PATTERN, description="`auto`, `cpu`, `cuda` or `cuda:N`."
-    )
+    device: str = Field(default="auto", pattern=DEVICE_PATTERN, description="`auto`, `cpu`, `cuda` or `cuda:N`.")
     max_upload_bytes: int = Field(
         default=20 * 1024**3,
         ge=1024,
@@ -66,9 +64,7 @@ class Settings(BaseSettings):
         description="Jobs of one tenant queued on workers or running at once; more wait in "
         "the tenant's own queue (they are not refused). 0: no limit.",
     )
-    worker_heartbeat_seconds: float = Field(
-        default=5.0, gt=0, description="How often a worker says it is alive."
-    )
+    worker_heartbeat_seconds: float = Field(default=5.0, gt=0, description="How often a worker says it is alive.")
     worker_lost_after_seconds: float = Field(
         default=20.0,
         gt=0,
@@ -77,8 +73,14 @@ class Settings(BaseSettings):
     worker_lost_retries: int = Field(
         default=1,
         ge=0,
-        description="How many times a job whose worker died is queued again before it fails "
-        "with `worker-lost`.",
+        description="How many times a job whose worker died is queued again before it fails with `worker-lost`.",
+    )
+    step_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="How many times a step of a fanned-out job (an index shard, an atlas chunk) that raised an "
+        "unexpected error is queued again, for any worker, before the whole job fails.",
     )
     reaper_interval_seconds: float = Field(
         default=5.0, gt=0, description="How often lost and stalled jobs are looked for."
@@ -110,10 +112,14 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="Backoff before the second try; doubles with each try."
     )
     webhook_timeout_seconds: float = Field(default=5.0, gt=0, description="Time a receiver has to answer.")
-    actmax_max_size: int = Field(default=512, ge=8, description="Activation maximization: largest rendered image side, px.")
+    actmax_max_size: int = Field(
+        default=512, ge=8, description="Activation maximization: largest rendered image side, px."
+    )
     actmax_max_steps: int = Field(default=4096, ge=1, description="Activation maximization: most optimization steps.")
     actmax_max_units: int = Field(default=64, ge=1, description="Activation maximization: most units in one job.")
-    actmax_max_images_per_unit: int = Field(default=16, ge=1, description="Activation maximization: most images per unit.")
+    actmax_max_images_per_unit: int = Field(
+        default=16, ge=1, description="Activation maximization: most images per unit."
+    )
     actmax_max_images: int = Field(
         default=128, ge=1, description="Activation maximization: most images in one job (units x images_per_unit)."
     )
@@ -140,9 +146,7 @@ class Settings(BaseSettings):
         description="Endpoint of a non-AWS S3 store (MinIO, SeaweedFS, Ceph RGW, R2), e.g. "
         "`http://seaweedfs:8333`. Empty: AWS S3 of the configured region.",
     )
-    s3_allow_http: bool = Field(
-        default=False, description="Allow a plain `http://` S3 endpoint (unencrypted traffic)."
-    )
+    s3_allow_http: bool = Field(default=False, description="Allow a plain `http://` S3 endpoint (unencrypted traffic).")
     presign_downloads: bool = Field(
         default=False,
         description="With an `s3` blob store: answer file downloads with a redirect to a "

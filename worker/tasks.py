@@ -6,10 +6,12 @@ import logging
 import time
 
 import redis
+from rq import Retry
 from rq.timeouts import JobTimeoutException
 
 from service.jobspec import JobError, JobStatus
 from service.jobstore import OwnershipLost
+from service.jobstore.runs import RequeueOutcome
 from service.kinds.plan import validate_params
 from service.validation import InvalidRequest
 from worker.context import JobCanceled, JobContext, JobFailed, JobTimedOut, WorkerShuttingDown
@@ -24,14 +26,17 @@ EXIT_DEVICE_ERROR = 3
 REDIS_OUTAGE_PATIENCE_SECONDS = 300.0
 
 
-def run_job(job_id: str) -> None:
+def run_job(job_id: str) -> Retry | None:
+    """RQ's job function. Returns an RQ `Retry` for a fan-out step that raised and has tries
+    left: RQ queues it again itself, and the steps that wait for it keep waiting."""
     try:
-        _run_job(job_id)
+        return _run_job(job_id)
     except redis.RedisError as exc:
         # Redis went away mid-job: nothing can be recorded now. Wait for it, then put the job
         # back in the queue (this try is not counted), so it never stays `running` for ever.
         log.warning("job %s interrupted by a Redis outage (%s); queuing it again once Redis is back", job_id, exc)
         _requeue_when_redis_returns(current_runtime(), job_id)
+        return None
 
 
 def _requeue_when_redis_returns(runtime, job_id: str) -> None:
@@ -45,7 +50,7 @@ def _requeue_when_redis_returns(runtime, job_id: str) -> None:
     # Still no Redis: the reaper of any process settles the job once this worker is gone.
 
 
-def _run_job(job_id: str) -> None:
+def _run_job(job_id: str) -> Retry | None:
     runtime = current_runtime()
     runs = runtime.runs
     record = runs.start(job_id, runtime.name)
@@ -108,6 +113,23 @@ def _run_job(job_id: str) -> None:
             log.critical("unrecoverable device error in job %s; the worker will exit: %s", job_id, exc)
             fail("device-error", "The GPU failed while running this job", str(exc)[:2000])
             runtime.exit_code = EXIT_DEVICE_ERROR
+        elif record.parent and _requeued_for_retry(runtime, record, exc):
+            return Retry(max=runtime.settings.step_retries)
         else:
             log.exception("job %s failed", job_id)
             fail("job-error", f"{type(exc).__name__} while running the job", str(exc)[:2000])
+
+
+def _requeued_for_retry(runtime, record, exc: Exception) -> bool:
+    """A step of a fan-out that raised unexpectedly is tried again while it has tries left
+    (settings.step_retries; its record's attempts, which a lost worker's re-run counts too):
+    one bad moment of one worker (memory, a flaky file system) should not cost the whole index
+    or atlas. Its record goes back to `queued` here; RQ queues the job (the Retry returned)."""
+    reason = f"step-error: {type(exc).__name__}: {str(exc)[:200]}"
+    outcome = runtime.runs.requeue(
+        record.id, runtime.name, reason, max_attempts=1 + runtime.settings.step_retries, enqueue=False
+    )
+    if outcome == RequeueOutcome.REQUEUED:
+        log.warning("step %s of job %s raised %s; queued again", record.id, record.parent, reason)
+        return True
+    return False

@@ -130,11 +130,19 @@ class JobRuns:
         return outcome
 
     def requeue(
-        self, job_id: str, worker: str, reason: str, *, max_attempts: int = 0, refund_attempt: bool = False
+        self,
+        job_id: str,
+        worker: str,
+        reason: str,
+        *,
+        max_attempts: int = 0,
+        refund_attempt: bool = False,
+        enqueue: bool = True,
     ) -> str:
         """Put a running job back in the queue (RequeueOutcome): while it has tries left
         (`max_attempts`, 0: always), and without counting this try when `refund_attempt`
-        (the worker shut down or lost Redis: not the job's fault)."""
+        (the worker shut down or lost Redis: not the job's fault). `enqueue=False`: the record
+        only, for a job that RQ queues again itself (it returned an RQ `Retry`)."""
         outcome = _text(
             self._requeue(
                 job_key=self.keys.job(job_id),
@@ -147,7 +155,7 @@ class JobRuns:
                 channel=self.keys.events(job_id),
             )
         )
-        if outcome == RequeueOutcome.REQUEUED:
+        if outcome == RequeueOutcome.REQUEUED and enqueue:
             self.store.enqueue(job_id)
         return outcome
 

@@ -28,6 +28,26 @@ class LayerProbeParams(BaseModel):
     position: list[int] | None = Field(default=None, min_length=2, max_length=2)
 
 
+class FanOutParams(BaseModel):
+    """test-fanout: `steps` steps on any worker, then a merge; step `flaky` raises `raises`
+    times (counted in files under `counts`) before it succeeds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(default=3, ge=1, le=50)
+    flaky: int = Field(default=0, ge=0)
+    raises: int = Field(default=0, ge=0)
+    counts: str = ""
+
+
+class FanOutStepParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    n: int
+    raises: int = 0
+    counts: str = ""
+
+
 def check_layer_probe(params: LayerProbeParams, record: dict) -> None:
     from service.kinds.layers import check_position, check_units, find_layer
 
@@ -55,4 +75,24 @@ JOB_KINDS = [
         description="Test-only: submit-time layer and unit checks.",
         check=check_layer_probe,
     ),
+    JobKind(
+        name="test-fanout",
+        params_model=FanOutParams,
+        handler="tests.plugins.lifecycle_tasks:run_fanout",
+        description="Test-only: a fan-out of steps and a merge.",
+    ),
+    JobKind(
+        name="test-fanout-step",
+        params_model=FanOutStepParams,
+        internal=True,
+        handler="tests.plugins.lifecycle_tasks:run_fanout_step",
+        description="Test-only: one step.",
+    ),  # fmt: skip
+    JobKind(
+        name="test-fanout-merge",
+        params_model=FanOutParams,
+        internal=True,
+        handler="tests.plugins.lifecycle_tasks:run_fanout_merge",
+        description="Test-only: the merge.",
+    ),  # fmt: skip
 ]
