@@ -25,8 +25,9 @@ JOB_KINDS = [
         description="Which variables of a tabular model push an output or a hidden neuron up or down, "
         "per row and over a dataset: integrated gradients, DeepLift, gradient SHAP, saliency, "
         "input x gradient, feature ablation, Shapley value sampling, KernelSHAP, and exact Shapley "
-        f"(up to {MAX_EXACT_SHAPLEY_VARIABLES} variables). Categorical variables are reported as one "
-        "variable. Also the rows that activate the target most and the input that maximizes it.",
+        f"(up to {MAX_EXACT_SHAPLEY_VARIABLES} variables); which pairs of variables act together: "
+        "pairwise Shapley interactions (k-SII, STII, FSII) and integrated Hessians. Categorical "
+        "variables are reported as one variable. Also the rows that activate the target most and the input that maximizes it.",
         check=check_tabular_attribution,
         cost=tabular_attribution_cost,
         datasets=tabular_datasets,

@@ -15,10 +15,18 @@ from typing import Any
 from service.jobspec import DatasetUse
 from service.kinds.layers import find_layer
 from service.kinds.tabular_cells import cell_problem, listed_categories, table_problems, tabular_features
-from service.kinds.tabular_cost import estimated_evaluations, evaluation_limit_message
+from service.kinds.tabular_cost import (
+    estimated_evaluations,
+    evaluation_limit_message,
+    interactions_sampled,
+    minimum_interaction_budget,
+)
 from service.kinds.tabular_params import (
+    INTERACTION_INDICES,
+    INTERACTION_METHODS,
     MAX_ERRORS_LISTED,
     MAX_EXACT_SHAPLEY_VARIABLES,
+    MAX_HESSIAN_STEPS,
     MAX_MODEL_EVALUATIONS,
     MAX_ROWS,
     BackgroundBaseline,
@@ -86,6 +94,7 @@ def check_tabular_attribution(params: TabularAttributionParams, record: dict[str
         raise invalid(
             ["body", "params", "method"], exact_shapley_message(variables, record["id"]), "too-many-variables"
         )
+    _check_interaction_params(params, [f["name"] for f in features])
     if params.rows is not None:
         problems = row_problems(params.rows, features)
         if problems:
@@ -114,6 +123,77 @@ def check_tabular_attribution(params: TabularAttributionParams, record: dict[str
                 evaluation_limit_message(params.method, evaluations, rows, background),
                 "limit-exceeded",
             )
+
+
+def _check_interaction_params(params: TabularAttributionParams, variables: list[str]) -> None:
+    """The params only the interaction methods take, and the ones they do not: each refused
+    where it does not apply, naming what is allowed instead."""
+    loc: list[str | int] = ["body", "params"]
+    method, interactions = params.method, sorted(INTERACTION_METHODS)
+    if params.index is not None and method != "shapley_interactions":
+        raise invalid(
+            [*loc, "index"],
+            f"`index` ({', '.join(INTERACTION_INDICES)}) applies to method shapley_interactions only; "
+            f"{method} takes none",
+            "param-not-applicable",
+        )
+    if params.pair is not None and method not in INTERACTION_METHODS:
+        raise invalid(
+            [*loc, "pair"], f"`pair` applies to methods {', '.join(interactions)} only", "param-not-applicable"
+        )
+    if method not in INTERACTION_METHODS:
+        return
+    if len(variables) < 2:
+        raise invalid([*loc, "method"], f"{method} needs at least two variables; the model has {len(variables)}")
+    for position, name in enumerate(params.pair or []):
+        if name not in variables:
+            raise invalid(
+                [*loc, "pair", position],
+                f"unknown variable {name!r}; variables: {', '.join(variables)}",
+                "unknown-variable",
+            )
+    if params.pair is not None and params.pair[0] == params.pair[1]:
+        raise invalid([*loc, "pair"], "`pair` names one variable twice: give two different variables")
+    if method == "integrated_hessians":
+        if params.n_samples is not None:
+            raise invalid(
+                [*loc, "n_samples"],
+                "integrated_hessians samples nothing: it takes `n_steps` (quadrature nodes on the path), not `n_samples`",
+                "param-not-applicable",
+            )
+        if params.n_steps is not None and params.n_steps > MAX_HESSIAN_STEPS:
+            raise invalid(
+                [*loc, "n_steps"],
+                f"integrated_hessians takes at most {MAX_HESSIAN_STEPS} steps (its Gauss rule is then exact for "
+                f"polynomials of degree {2 * MAX_HESSIAN_STEPS - 1} along the path), not {params.n_steps}",
+                "limit-exceeded",
+            )
+        return
+    if params.n_steps is not None:
+        raise invalid(
+            [*loc, "n_steps"],
+            "shapley_interactions has no path to integrate: it takes `n_samples` (the budget of coalitions "
+            "of its sampled estimate), not `n_steps`",
+            "param-not-applicable",
+        )
+    m, budget = len(variables), params.n_samples
+    if budget is None or not interactions_sampled(m, budget):
+        return
+    least = minimum_interaction_budget(params.index or "k-SII", m)
+    if budget < least:
+        exact = f" (or at least 2^{m} = {2**m}: the exact values)" if m <= MAX_EXACT_SHAPLEY_VARIABLES else ""
+        raise invalid(
+            [*loc, "n_samples"],
+            f"a budget of {budget} coalitions is too small for {params.index} on {m} variables: at least {least}{exact}",
+            "limit-exceeded",
+        )
+    if m > MAX_EXACT_SHAPLEY_VARIABLES and budget >= 2**m:
+        raise invalid(
+            [*loc, "n_samples"],
+            f"a budget of {budget} covers all 2^{m} coalitions, but exact interactions stop at "
+            f"{MAX_EXACT_SHAPLEY_VARIABLES} variables: at most {2**m - 1}",
+            "limit-exceeded",
+        )
 
 
 def _check_target(params: TabularAttributionParams, record: dict[str, Any]) -> None:

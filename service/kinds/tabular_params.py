@@ -16,6 +16,9 @@ MAX_ROWS = 10_000  # rows explained by one job
 MAX_INLINE_ROWS = 1_000  # rows sent in the request body (use a dataset for more)
 MAX_BACKGROUND = 1_000  # background rows of a {"background": ...} baseline
 MAX_N_STEPS = 1_000
+# integrated_hessians: quadrature nodes on the path (worker/core/attribution/integrated_hessians.py
+# MAX_STEPS; a Gauss rule this long is exact for polynomials of degree 511 along the path).
+MAX_HESSIAN_STEPS = 256
 MAX_N_SAMPLES = 100_000
 MAX_TOP_K = 100
 # Exact Shapley enumerates all 2^M coalitions of the M variables (x the background rows).
@@ -24,7 +27,8 @@ MAX_EXACT_SHAPLEY_VARIABLES = 12
 MAX_MODEL_EVALUATIONS = 500_000_000
 MAX_ERRORS_LISTED = 50
 
-DEFAULT_N_STEPS = 100
+DEFAULT_N_STEPS = 100  # integrated_gradients
+DEFAULT_HESSIAN_STEPS = 32  # integrated_hessians
 DEFAULT_BACKGROUND_SIZE = 100
 # Defaults of the sampling methods; kernel_shap follows the shap package's "auto":
 # 2M + 2048 coalitions, which enumerates all of them (exact Shapley) up to 11 variables.
@@ -41,8 +45,18 @@ AttributionMethod = Literal[
     "shapley_sampling",
     "kernel_shap",
     "shapley",
+    "shapley_interactions",
+    "integrated_hessians",
 ]
 METHODS: tuple[str, ...] = AttributionMethod.__args__  # type: ignore[attr-defined]
+# Methods that give a main effect per variable and a value per pair of variables
+# (worker/core/attribution/interactions.py, integrated_hessians.py) instead of one attribution
+# per variable.
+INTERACTION_METHODS = frozenset({"shapley_interactions", "integrated_hessians"})
+# shapley_interactions' indices (k-SII: main effects plus pairs add up to f(x) - E f(b)).
+InteractionIndex = Literal["k-SII", "STII", "FSII"]
+INTERACTION_INDICES: tuple[str, ...] = InteractionIndex.__args__  # type: ignore[attr-defined]
+DEFAULT_INTERACTION_INDEX = "k-SII"
 # Methods whose attributions add up to output - baseline output (exactly, in expectation, or
 # up to the integration error): a large residual is worth a warning for these only.
 # Methods that ignore the baseline (they read the gradient at the input only).
@@ -129,15 +143,35 @@ class TabularAttributionParams(BaseModel):
         'over the inline rows), {"row": {...}}, or {"background": dataset, "size": n} (the '
         "expected attribution over a background sample, the SHAP convention).",
     )
-    n_steps: int = Field(
-        default=DEFAULT_N_STEPS, ge=1, le=MAX_N_STEPS, description="integrated_gradients: integration steps."
+    n_steps: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_N_STEPS,
+        description=f"integrated_gradients: integration steps (default {DEFAULT_N_STEPS}); integrated_hessians: "
+        f"quadrature nodes on the path (default {DEFAULT_HESSIAN_STEPS}, at most {MAX_HESSIAN_STEPS}).",
     )
     n_samples: int | None = Field(
         default=None,
         ge=1,
         le=MAX_N_SAMPLES,
         description="gradient_shap: samples per row (default 50); shapley_sampling: permutations "
-        "(default 25); kernel_shap: coalitions (default 2M+2048, all of them when there are fewer).",
+        "(default 25); kernel_shap: coalitions (default 2M+2048, all of them when there are fewer); "
+        "shapley_interactions: the budget of coalitions of the sampled estimate (default: all 2^M "
+        "coalitions, exact, up to 12 variables; above that max(4096, 32 M^2)); a budget under 2^M "
+        "samples, with a standard error per value.",
+    )
+    index: InteractionIndex | None = Field(
+        default=None,
+        description="shapley_interactions only: the interaction index, k-SII (default: main effects plus "
+        "pairs add up to f(x) - E f(baseline)), STII (Shapley-Taylor) or FSII (Faith-Shap).",
+    )
+    pair: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=2,
+        description="shapley_interactions and integrated_hessians: the pair of variables whose dataset "
+        "view (mean interaction per pair of categories or quantile bins) and strongest rows are reported; "
+        "default: the pair with the largest mean |interaction|.",
     )
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seeds row sampling and the sampling methods.")
     top_k: int = Field(default=9, ge=1, le=MAX_TOP_K, description="Rows listed that activate the target most.")
@@ -152,4 +186,6 @@ class TabularAttributionParams(BaseModel):
             raise ValueError("give `indices` or `sample`, not both")
         if self.indices is not None and len(set(self.indices)) != len(self.indices):
             raise ValueError("`indices` repeats a row")
+        if self.method == "shapley_interactions" and self.index is None:
+            self.index = DEFAULT_INTERACTION_INDEX  # resolved here, so the stored params name it
         return self

@@ -4,6 +4,8 @@
 import { $, h, fmt, fmtBytes, shape } from "./dom.js";
 import { ApiError, api, showProblem } from "./api.js";
 import { state } from "./state.js";
+import { interactionSections } from "./interactions.js";
+import { atlasResultView } from "./atlas_result.js";
 
 export function revokeBlobs() {
   for (const url of state.blobUrls) URL.revokeObjectURL(url);
@@ -314,6 +316,7 @@ function tabularView(root, job, doc, artifacts, signal, shown) {
   const info = [["target", doc.target?.description], ["method", doc.method], ["baseline", doc.baseline?.description ?? doc.baseline?.type], ["units", doc.units]];
   root.append(h("dl", { class: "facts" }, info.filter(([, v]) => v).flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])));
   for (const warning of doc.warnings || []) root.append(h("p", { class: "notice" }, warning));
+  for (const part of interactionSections(doc, artifacts, signal, shown, figure) || []) root.append(part);
   const variables = doc.ranking?.length ? doc.ranking : doc.variables || Object.keys(doc.rows[0]?.attributions || {});
   root.append(section("Attributions", attributionTable(doc.rows, variables, doc.global_importance || {})));
   const waterfalls = pngs(artifacts, shown).filter((a) => a.name.startsWith("waterfall"));
@@ -395,4 +398,5 @@ const VIEWS = {
   activation_maximization: activationMaximizationView,
   tabular_attribution: tabularView,
   model_inspection: inspectionView,
+  atlas: (...view) => atlasResultView(...view, figure),
 };

@@ -131,6 +131,36 @@ def test_tabular_attribution_shows_the_importance_chart_and_a_sortable_table(tab
     tab.screenshot("tabular_attribution")
 
 
+def test_shapley_interactions_show_the_pair_matrix_the_top_pairs_and_the_pair_view(tab, web_stack):
+    with web_stack.client() as client:
+        kinds = {k["name"] for k in client.get("/v1/kinds").json()}
+    if "tabular_attribution" not in kinds:
+        pytest.skip("the tabular_attribution kind is not installed in this deployment")
+    page = tab.start("retail-mlp")
+    page.evaluate("document.querySelector('#more-fields').open = true")
+    tab.param("method", "shapley_interactions")
+    tab.param("sample", "40")
+    job_id = tab.submit()
+    tab.wait_status("succeeded")
+    assert tab.wait_images_loaded('#result figure[data-artifact="interactions.png"] img') == 1
+    assert tab.wait_images_loaded('#result figure[data-artifact="pair_view.png"] img') == 1
+    _, result = job_and_result(web_stack, job_id)
+    listed = page.locator("table.pairs tbody tr")
+    assert listed.count() == 10
+    for position, entry in enumerate(result["global_interactions"][:10]):
+        line = listed.nth(position)
+        assert line.get_attribute("data-pair") == "|".join(entry["variables"])
+        assert shown_number(line.locator("td.num").first.text_content()) == pytest.approx(entry["mean_abs"], rel=1e-3)
+    a, b = result["pair"]["variables"]
+    assert page.text_content('[data-section="pair"] h3') == f"{a} × {b}"
+    strongest = page.locator("table.pair-rows tbody tr").evaluate_all("rows => rows.map((r) => Number(r.dataset.row))")
+    assert strongest == [row["index"] for row in result["pair"]["strongest_rows"]]
+    row_chart = f"interactions_row_{result['rows'][0]['index']}.png"
+    assert tab.wait_images_loaded(f'#result figure[data-artifact="{row_chart}"] img') == 1
+    assert page.locator('#result figure[data-artifact^="waterfall_"]').count() == 0
+    tab.screenshot("tabular_interactions")
+
+
 def test_activation_maximization_shows_the_grid_then_each_image_with_its_numbers(tab, web_stack):
     with web_stack.client() as client:
         kinds = {k["name"] for k in client.get("/v1/kinds").json()}

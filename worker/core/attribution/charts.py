@@ -112,16 +112,19 @@ def waterfall_png(
     subtitle: str = "",
     output_label: str = "f(x)",
     baseline_label: str = "E[f(baseline)]",
+    others: str = "other variables",
 ) -> bytes:
     """One row: from the baseline output (bottom) through each variable's push to the output
-    (top); largest pushes at the top, the smallest merged when there are many."""
+    (top); largest pushes at the top, the smallest merged (as "N `others`") when there are many.
+    The bars may be any terms that add up to the output change (interaction_charts.py draws a
+    row's main effects and pairs this way)."""
     order = sorted(range(len(variables)), key=lambda i: (-abs(float(attributions[i])), i))
     bars: list[tuple[str, float]] = [
         (f"{variables[i]} = {value_text(values.get(variables[i]))}", float(attributions[i])) for i in order
     ]
     if len(bars) > MAX_WATERFALL_BARS:
         rest = bars[MAX_WATERFALL_BARS - 1 :]
-        bars = bars[: MAX_WATERFALL_BARS - 1] + [(f"{len(rest)} other variables", sum(v for _, v in rest))]
+        bars = bars[: MAX_WATERFALL_BARS - 1] + [(f"{len(rest)} {others}", sum(v for _, v in rest))]
     starts = []  # each bar starts where the ones below it (smaller pushes) ended
     position = baseline_output
     for _, value in reversed(bars):

@@ -12,6 +12,11 @@ draws the charts; `report` writes result.json, attributions.csv and the summary.
   and the resolved parameters;
 - `importance.png` (global importance bars), `waterfall_<index>.png` per row when there are at
   most 10 rows, and `summary.png` (a beeswarm of every row's attributions) from 10 rows on.
+
+The interaction methods (shapley_interactions, integrated_hessians; `interactions` runs them,
+`interaction_report` reads them) add `interactions.csv` (one line per row and pair) and
+`main_effects.csv`, their fields of result.json, and draw `interactions.png`, `pair_view.png`
+and `interactions_row_<index>.png` instead of the waterfalls and the beeswarm (see `figures`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from worker.context import JobContext, JobOutput
 from worker.kinds.tabular_attribution import report
 from worker.kinds.tabular_attribution.compute import attribute
 from worker.kinds.tabular_attribution.figures import draw_charts
+from worker.kinds.tabular_attribution.interaction_report import interaction_tables
 
 __all__ = ["run"]
 
@@ -33,13 +39,17 @@ def run(ctx: JobContext, params: TabularAttributionParams) -> JobOutput:
     attribution = attribute(ctx, params)
     ctx.progress(0.92, "drawing charts")
     words = report.wording(attribution, params)
-    charts = draw_charts(attribution, words, seed=params.seed)
+    charts = draw_charts(attribution, words, params)
     document, warnings = report.result_document(
         attribution, words, charts.notes, params, model=ctx.model, started=started
     )
     header, rows = report.attribution_table(attribution)
     artifacts = [
         csv_artifact("attributions.csv", header, rows),
+        *(
+            csv_artifact(name, *table)
+            for name, table in (interaction_tables(attribution) if attribution.interactions is not None else {}).items()
+        ),
         json_artifact("result.json", document),
         *charts.artifacts,
     ]

@@ -13,9 +13,16 @@ import torch
 
 from service.kinds.tabular_cells import tabular_features
 from service.kinds.tabular_checks import check_tabular_attribution
-from service.kinds.tabular_cost import estimated_evaluations, evaluation_limit_message, resolved_n_samples
+from service.kinds.tabular_cost import (
+    estimated_evaluations,
+    evaluation_limit_message,
+    resolved_n_samples,
+    resolved_n_steps,
+)
 from service.kinds.tabular_params import (
     BASELINE_FREE_METHODS,
+    DEFAULT_N_STEPS,
+    INTERACTION_METHODS,
     MAX_EXACT_SHAPLEY_VARIABLES,
     MAX_MODEL_EVALUATIONS,
     OutputTarget,
@@ -24,6 +31,7 @@ from service.kinds.tabular_params import (
 from worker.context import JobContext, JobFailed
 from worker.core.attribution import Explanation, explain, target_forward
 from worker.core.attribution.extremes import STARTS, maximize, observed_domain, top_rows
+from worker.kinds.tabular_attribution.interactions import Interactions, interact
 from worker.kinds.tabular_attribution.rows import RowSelection, resolve_baseline, select_rows, user_values
 from worker.models.tabular import encode_rows, variable_groups
 
@@ -41,7 +49,10 @@ class AttributionResult:
     baseline: dict[str, Any]  # result.json's `baseline`
     baseline_rows: int  # 1, or the background sample's size
     n_samples: int | None  # the method's sample count as run (None: the method takes none)
-    explanation: Explanation
+    n_steps: int | None  # the method's steps along its path as run (None: the method has no path)
+    evaluations: int  # the cost model's count of the method's model evaluations
+    explanation: Explanation  # interaction methods: per variable, main effect plus half of its pairs
+    interactions: Interactions | None  # the interaction methods' main effects and pairs
     importance: np.ndarray  # [V] mean |attribution| over the rows
     top_rows: list[dict[str, Any]]  # reference rows that activate the target most
     maximizing_input: dict[str, Any]
@@ -99,16 +110,26 @@ def attribute(ctx: JobContext, params: TabularAttributionParams) -> AttributionR
         )  # fmt: skip
 
     n_samples = resolved_n_samples(params.method, params.n_samples, len(variables))
+    n_steps = resolved_n_steps(params.method, params.n_steps)
     ctx.progress(0.08, f"{params.method} on {len(rows)} rows", force=True)
     attributed = time.perf_counter()
-    explanation = explain(
-        forward, params.method, x, baselines, groups,
-        n_steps=params.n_steps, n_samples=n_samples, seed=params.seed, max_variables=MAX_EXACT_SHAPLEY_VARIABLES,
-        work_per_row=estimated_evaluations(
-            params.method, 1, baselines.shape[0], len(variables), params.n_steps, params.n_samples
-        ),
-        progress=lambda fraction: ctx.progress(0.08 + 0.72 * fraction, f"{params.method}: {fraction:.0%} of the rows"),
-    )  # fmt: skip
+
+    def progress(fraction: float) -> None:
+        ctx.progress(0.08 + 0.72 * fraction, f"{params.method}: {fraction:.0%} of the rows")
+
+    interactions = None
+    if params.method in INTERACTION_METHODS:
+        interactions = interact(forward, params, x, baselines, groups, progress)
+        explanation = interactions.explanation
+    else:
+        explanation = explain(
+            forward, params.method, x, baselines, groups,
+            n_steps=n_steps or DEFAULT_N_STEPS, n_samples=n_samples, seed=params.seed,
+            max_variables=MAX_EXACT_SHAPLEY_VARIABLES, progress=progress,
+            work_per_row=estimated_evaluations(
+                params.method, 1, baselines.shape[0], len(variables), params.n_steps, params.n_samples
+            ),
+        )  # fmt: skip
     attribution_seconds = time.perf_counter() - attributed
     phi = explanation.attributions
     importance = np.abs(phi).mean(axis=0) if len(phi) else np.zeros(len(variables))
@@ -145,7 +166,10 @@ def attribute(ctx: JobContext, params: TabularAttributionParams) -> AttributionR
         baseline=baseline.info,
         baseline_rows=baselines.shape[0],
         n_samples=n_samples,
+        n_steps=n_steps,
+        evaluations=evaluations,
         explanation=explanation,
+        interactions=interactions,
         importance=importance,
         top_rows=top,
         maximizing_input=maximizing,

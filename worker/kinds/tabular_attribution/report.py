@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 
 from service.kinds.tabular_params import TabularAttributionParams
+from worker.core.attribution.interaction_result import global_interactions
 from worker.kinds.tabular_attribution.compute import AttributionResult
+from worker.kinds.tabular_attribution.interaction_report import interaction_document, row_fields
 from worker.kinds.tabular_attribution.rows import user_values
 from worker.models.tabular import encoded_columns
 
@@ -68,9 +70,11 @@ def result_document(
     warnings = list(attribution.warnings)
     completeness = _completeness(attribution, params, warnings)
     resolved = params.model_dump(mode="json")
+    interacting = attribution.interactions is not None
     resolved.update(
         {
             "target": attribution.target,
+            "n_steps": attribution.n_steps,
             "n_samples": attribution.n_samples,
             "baseline": attribution.baseline,
             "rows_explained": len(rows),
@@ -83,6 +87,7 @@ def result_document(
         "method": params.method,
         "target": {**attribution.target, "description": words.target},
         "units": f"attributions are in the target's units ({words.target}); they add up to output - baseline_output"
+        + ("; so do each row's main effects and pairs (each pair once)" if interacting else "")
         if explanation.complete
         else f"{params.method} scores are not additive (see completeness)",
         "variables": variables,
@@ -102,12 +107,14 @@ def result_document(
                 "output": float(explanation.outputs[i]),
                 "baseline_output": float(explanation.baseline_outputs[i]),
                 "residual": float(explanation.residuals[i]),
+                **(row_fields(attribution, i) if interacting else {}),
             }
             for i in range(len(rows))
         ],
         "global_importance": {name: float(importance[j]) for j, name in enumerate(variables)},
         "mean_attribution": {name: float(phi[:, j].mean()) if len(phi) else 0.0 for j, name in enumerate(variables)},
         "ranking": ranking(attribution),
+        **(interaction_document(attribution, params) if interacting else {}),
         "completeness": completeness,
         "warnings": warnings,
         "top_rows": {"source": attribution.selection.source, "rows": attribution.top_rows},
@@ -136,12 +143,17 @@ def summary(
 ) -> dict[str, Any]:
     residuals = attribution.explanation.residuals
     rows = len(attribution.selection.rows)
+    top_pair = {}
+    if attribution.interactions is not None and rows:
+        top = global_interactions(attribution.interactions.result.interactions, attribution.variables)[0]
+        top_pair = {"top_pair": top["variables"], "top_pair_mean_abs": top["mean_abs"]}
     return {
         "method": params.method,
         "target": words.target,
         "rows": rows,
         "variables": len(attribution.variables),
         "top_variables": ranking(attribution)[:3],
+        **top_pair,
         "max_abs_residual": float(np.abs(residuals).max()) if rows else 0.0,
         "warnings": len(warnings),
         "baseline": attribution.baseline["type"],
@@ -157,8 +169,11 @@ def ranking(attribution: AttributionResult) -> list[str]:
 
 def _method_text(attribution: AttributionResult, params: TabularAttributionParams) -> str:
     detail = [params.method]
-    if params.method == "integrated_gradients":
-        detail.append(f"n_steps={params.n_steps}")
+    if params.method == "shapley_interactions":
+        detail.append(f"index {params.index}")
+        detail.append("exact" if attribution.n_samples is None else "sampled")
+    if attribution.n_steps is not None:
+        detail.append(f"n_steps={attribution.n_steps}")
     if attribution.n_samples is not None:
         detail.append(f"n_samples={attribution.n_samples}")
     baseline: Mapping[str, Any] = attribution.baseline
@@ -197,9 +212,11 @@ def _completeness(
     info["rows_above_tolerance"] = int(large.size)
     if large.size:
         worst = int(large[np.argmax(relative[large])])
-        if params.method == "integrated_gradients":
-            knob = f"n_steps={params.n_steps}: raise n_steps"
-        elif params.method in ("gradient_shap", "shapley_sampling", "kernel_shap"):
+        if params.method in ("integrated_gradients", "integrated_hessians"):
+            knob = f"n_steps={attribution.n_steps}: raise n_steps"
+        elif params.method in ("gradient_shap", "shapley_sampling", "kernel_shap") or (
+            params.method == "shapley_interactions" and n_samples is not None
+        ):
             knob = f"n_samples={n_samples}: raise n_samples"
         else:
             knob = "the model has nonlinearities the method does not handle exactly (e.g. functional activations)"
