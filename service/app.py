@@ -21,9 +21,9 @@ from service.api.docs import mount_docs
 from service.api.metrics import JobStatsCollector, RequestMetrics, RequestMetricsMiddleware
 from service.api.problems import document_problems, install_problem_handlers
 from service.api.web import mount_web
+from service.atlases import AtlasCache
 from service.blobs import LegacyUploads
 from service.catalogs import DatasetCatalog, ModelCatalog
-from service.atlases import AtlasCache
 from service.indexes import IndexCatalog
 from service.jobstore import AsyncJobReader, JobRuns, JobStore, Reaper
 from service.plugins import load_plugins
