@@ -59,6 +59,11 @@ BENCHMARKS = [
       ("--rows", "40", "--shapiq-rows", "8", "--repeats", "1"), needs=("shapiq",)),
     B("job_costs", "a job of every kind with default settings, end to end, against POST /v1/jobs/estimate", (),
       ("--quick",), takes_device=True),
+    B("index", "activation index build vs decode and forward alone; peak RSS; deconvnet before/after indexing", (), ("--quick",), takes_device=True),
+    B("storage", "Redis used_memory before/after the blob store; 1 GiB dataset upload/download and API peak RSS "
+      "on file and s3; artifact download latency vs the old Redis path", (), ("--quick",)),
+    B("atlas", "a layer atlas (1 and 2 workers) vs the sum of its index, deconvnet and activation maximization jobs",
+      (), ("--quick",), takes_device=True),
 ]
 
 

@@ -69,6 +69,11 @@ class JobKind(BaseModel):
     internal: bool = False
 
 
+def fanout_step(name: str, params_model: type[BaseModel], handler: str, description: str) -> JobKind:
+    """The kind of a step of other jobs' fan-outs (service/jobstore/fanout.py)."""
+    return JobKind(name=name, params_model=params_model, handler=handler, description=description, internal=True)
+
+
 WebhookEvent = Literal["running", "succeeded", "failed", "canceled"]
 
 

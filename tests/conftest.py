@@ -6,6 +6,7 @@ Nothing here touches a Redis the tests did not start, unless GLASSBOX_TEST_REDIS
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -160,6 +161,15 @@ class Stack:
 
         return open_blob_store(self.settings)
 
+    def running_step(self, job_id: str, kind: str) -> tuple[str, int] | None:
+        """A running step of `kind` of a fanned-out job, and the pid of the worker running it."""
+        fanout = self.redis.hget(f"{self.namespace}:job:{job_id}", "fanout")
+        for step in json.loads(fanout)["shards"] if fanout else []:
+            found, status, worker = self.redis.hmget(f"{self.namespace}:job:{step}", "kind", "status", "worker")
+            if found == kind.encode() and status == b"running":
+                return step, int(worker.decode().split(".")[-2])  # worker names are host.pid.tag
+        return None
+
     def live_workers(self) -> list[str]:
         since = time.time() - self.settings.worker_lost_after_seconds
         return [w.decode() for w in self.redis.zrangebyscore(f"{self.namespace}:workers", since, "+inf")]
@@ -186,6 +196,17 @@ class Stack:
             if process is not None and process.poll() is None:
                 process.send_signal(signal.SIGKILL)
                 process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def two_workers(redis_url, tmp_path_factory) -> Iterator[Stack]:
+    """An API and two workers shared by one test module (fan-outs: index builds, atlases)."""
+    stack = Stack(redis_url, tmp_path_factory.mktemp("logs"))
+    stack.start_api()
+    for _ in range(2):
+        stack.start_worker()
+    yield stack
+    stack.stop()
 
 
 @pytest.fixture

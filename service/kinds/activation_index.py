@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from service.jobspec import DatasetUse, JobKind
+from service.jobspec import DatasetUse, JobKind, fanout_step
 from service.kinds.cost import Estimate, Rates, estimate, input_pixels, network
 from service.kinds.layers import find_layer
 from service.validation import invalid
@@ -125,12 +125,8 @@ JOB_KINDS = [
         datasets=lambda params: [DatasetUse(("dataset",), params.dataset, "images")],
         cost=activation_index_cost,
     ),
-    JobKind(
-        name="activation_index_shard", params_model=IndexShardParams, internal=True,
-        handler="worker.kinds.activation_index.shard:run", description="One shard of an activation index build.",
-    ),  # fmt: skip
-    JobKind(
-        name="activation_index_merge", params_model=IndexMergeParams, internal=True,
-        handler="worker.kinds.activation_index.merge:run", description="The merge of an activation index build.",
-    ),  # fmt: skip
+    fanout_step("activation_index_shard", IndexShardParams, "worker.kinds.activation_index.shard:run",
+                "One shard of an activation index build."),
+    fanout_step("activation_index_merge", IndexMergeParams, "worker.kinds.activation_index.merge:run",
+                "The merge of an activation index build."),
 ]

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from service.jobspec import DatasetUse, JobKind
+from service.jobspec import DatasetUse, JobKind, fanout_step
 from service.kinds.activation_index import DEFAULT_K as INDEX_K
 from service.kinds.activation_index import DEFAULT_SHARD_IMAGES, MAX_K
 from service.kinds.activation_maximization import ActivationMaximizationParams, limit
@@ -58,18 +58,8 @@ class AtlasParams(BaseModel):
         f"`layer` is added; default {json.dumps(DEFAULT_FEATURE_VISUALIZATION)}, the rest that kind's "
         "defaults), or null to skip the feature visualizations.",
     )
-    chunk_units: int = Field(
-        default=DEFAULT_CHUNK_UNITS,
-        ge=1,
-        le=MAX_CHANNELS,
-        description="Units per chunk (the unit of work a worker takes).",
-    )
-    shard_images: int = Field(
-        default=DEFAULT_SHARD_IMAGES,
-        ge=16,
-        le=1_000_000,
-        description="Images per index shard, if the layer is indexed first.",
-    )
+    chunk_units: int = Field(default=DEFAULT_CHUNK_UNITS, ge=1, le=MAX_CHANNELS, description="Units a worker takes at a time.")
+    shard_images: int = Field(default=DEFAULT_SHARD_IMAGES, ge=16, le=1_000_000, description="Images per index shard.")
     batch_size: int = Field(default=64, ge=1, le=4096, description="Images per forward pass.")
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seeds the feature visualizations.")
 
@@ -199,18 +189,6 @@ JOB_KINDS = [
         datasets=lambda params: [DatasetUse(("dataset",), params.dataset, "images")],
         cost=atlas_cost,
     ),
-    JobKind(
-        name="atlas_chunk",
-        params_model=AtlasChunkParams,
-        internal=True,
-        handler="worker.kinds.atlas.chunk:run",
-        description="One chunk of units of an atlas.",
-    ),  # fmt: skip
-    JobKind(
-        name="atlas_assemble",
-        params_model=AtlasAssembleParams,
-        internal=True,
-        handler="worker.kinds.atlas.assemble:run",
-        description="The assembly of an atlas.",
-    ),  # fmt: skip
+    fanout_step("atlas_chunk", AtlasChunkParams, "worker.kinds.atlas.chunk:run", "One chunk of units of an atlas."),
+    fanout_step("atlas_assemble", AtlasAssembleParams, "worker.kinds.atlas.assemble:run", "The assembly of an atlas."),
 ]

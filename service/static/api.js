@@ -65,7 +65,7 @@ function askForKey(problem, rejected) {
   }
   if (keyPrompt) return keyPrompt;
   keyPrompt = new Promise((resolve) => {
-    const dialog = $("#key-dialog");
+    const dialog = keyDialog();
     const input = $("#key-input");
     $("#key-reason").textContent = problem.detail || problem.title || "";
     input.value = "";
@@ -86,6 +86,25 @@ function askForKey(problem, rejected) {
     input.focus();
   });
   return keyPrompt;
+}
+
+/** The API-key dialog, made on first need (both pages share it). It stays until a key is
+ * given: every request waits on it. */
+function keyDialog() {
+  const made = $("#key-dialog");
+  if (made) return made;
+  const dialog = h("dialog", {id: "key-dialog", "aria-labelledby": "key-title"},
+    h("form", {id: "key-form", method: "dialog"},
+      h("h2", {id: "key-title"}, "API key"),
+      h("p", {}, "This service needs an API key. It is kept for this tab only."),
+      h("p", {id: "key-reason", class: "problem-inline"}),
+      h("label", {class: "field"},
+        h("span", {class: "field-label"}, "Key"),
+        h("input", {id: "key-input", type: "password", autocomplete: "off", required: true})),
+      h("div", {class: "actions"}, h("button", {type: "submit", class: "primary"}, "Use key"))));
+  dialog.addEventListener("cancel", (event) => event.preventDefault());
+  document.body.append(dialog);
+  return dialog;
 }
 
 export function forgetKey() {

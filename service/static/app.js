@@ -283,8 +283,6 @@ function bind() {
     const match = /^#job=([0-9a-z]+)$/.exec(location.hash);
     if (match && match[1] !== state.job?.id) openJob(match[1]);
   });
-  // The key dialog stays until a key is given: every request waits on it.
-  $("#key-dialog").addEventListener("cancel", (e) => e.preventDefault());
 }
 
 async function init() {

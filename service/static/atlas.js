@@ -130,7 +130,6 @@ function bind() {
     forgetKey();
     location.reload();
   });
-  $("#key-dialog").addEventListener("cancel", (event) => event.preventDefault());
 }
 
 function loadingState(job) {

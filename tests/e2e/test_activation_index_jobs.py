@@ -62,18 +62,6 @@ def assert_equals_brute_force(stats, maxima: np.ndarray) -> None:
         np.testing.assert_allclose(maxima[images[channel], channel], values[channel], rtol=1e-5, atol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def two_workers(redis_url, tmp_path_factory):
-    from tests.conftest import Stack
-
-    stack = Stack(redis_url, tmp_path_factory.mktemp("logs"))
-    stack.start_api()
-    for _ in range(2):
-        stack.start_worker()
-    yield stack
-    stack.stop()
-
-
 def test_a_build_over_two_workers_equals_the_brute_force_and_is_then_reused(two_workers):
     client = two_workers.client()
     job = build(two_workers, client, layers=list(LAYERS), shard_images=100, k=16)
@@ -137,15 +125,7 @@ def test_a_worker_killed_mid_shard_costs_that_shard_only(make_stack):
                                         "params": {"dataset": "shapes-val", "layers": ["features.6"], "shard_images": 100,
                                                    "batch_size": 2, "k": 8}}).json()  # fmt: skip
 
-    def a_running_shard() -> tuple[str, int] | None:
-        fanout = stack.redis.hget(f"{stack.namespace}:job:{job['id']}", "fanout")
-        for step in json.loads(fanout)["shards"] if fanout else []:
-            state = stack.redis.hmget(f"{stack.namespace}:job:{step}", "status", "worker")
-            if state[0] == b"running":
-                return step, int(state[1].decode().split(".")[-2])  # worker names are host.pid.tag
-        return None
-
-    shard, pid = wait_until(a_running_shard, timeout=60, what="a shard to run")
+    shard, pid = wait_until(lambda: stack.running_step(job["id"], "activation_index_shard"), timeout=60, what="a shard to run")
     os.kill(pid, signal.SIGKILL)
     stack.start_worker(wait=False)
     final = stack.wait_status(client, job["id"], {"succeeded", "failed"}, timeout=240)

@@ -52,18 +52,6 @@ def per_image_maxima(pictures) -> np.ndarray:
     return torch.stack(out).numpy()
 
 
-@pytest.fixture(scope="module")
-def two_workers(redis_url, tmp_path_factory):
-    from tests.conftest import Stack
-
-    stack = Stack(redis_url, tmp_path_factory.mktemp("logs"))
-    stack.start_api()
-    for _ in range(2):
-        stack.start_worker()
-    yield stack
-    stack.stop()
-
-
 def test_an_atlas_is_exact_where_its_parts_are_and_is_then_served_from_its_chunks(two_workers):
     client = two_workers.client()
     job = run(two_workers, client, atlas_body())
@@ -137,15 +125,7 @@ def test_a_worker_killed_mid_chunk_costs_that_chunk_only(make_stack):
     body = atlas_body(units=list(range(4)), chunk_units=2, feature_visualization={"steps": 160, "size": 32})
     job = client.post("/v1/jobs", json=body).json()
 
-    def a_running_chunk() -> tuple[str, int] | None:
-        fanout = stack.redis.hget(f"{stack.namespace}:job:{job['id']}", "fanout")
-        for step in json.loads(fanout)["shards"] if fanout else []:
-            kind, status, worker = stack.redis.hmget(f"{stack.namespace}:job:{step}", "kind", "status", "worker")
-            if kind == b"atlas_chunk" and status == b"running":
-                return step, int(worker.decode().split(".")[-2])  # worker names are host.pid.tag
-        return None
-
-    chunk, pid = wait_until(a_running_chunk, timeout=120, what="a chunk to run")
+    chunk, pid = wait_until(lambda: stack.running_step(job["id"], "atlas_chunk"), timeout=120, what="a chunk to run")
     os.kill(pid, signal.SIGKILL)
     stack.start_worker(wait=False)
     final = stack.wait_status(client, job["id"], {"succeeded", "failed"}, timeout=240)

@@ -108,7 +108,9 @@ def test_redis_down_gives_503_with_retry_after_and_the_service_recovers_by_itsel
     ]:
         # A record the API holds in its cache may be served until it notices Redis is gone.
         response = wait_until(
-            lambda: (r := client.request(method, path, json=body)).status_code == 503 and r, timeout=10, what=path
+            lambda m=method, p=path, b=body: (r := client.request(m, p, json=b)).status_code == 503 and r,
+            timeout=10,
+            what=path,
         )
         assert response.headers["content-type"].startswith("application/problem+json")
         assert int(response.headers["Retry-After"]) > 0

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.jobspec import JobKind
+from service.jobspec import JobKind, fanout_step
 
 
 class LifecycleParams(BaseModel):
@@ -81,18 +81,6 @@ JOB_KINDS = [
         handler="tests.plugins.lifecycle_tasks:run_fanout",
         description="Test-only: a fan-out of steps and a merge.",
     ),
-    JobKind(
-        name="test-fanout-step",
-        params_model=FanOutStepParams,
-        internal=True,
-        handler="tests.plugins.lifecycle_tasks:run_fanout_step",
-        description="Test-only: one step.",
-    ),  # fmt: skip
-    JobKind(
-        name="test-fanout-merge",
-        params_model=FanOutParams,
-        internal=True,
-        handler="tests.plugins.lifecycle_tasks:run_fanout_merge",
-        description="Test-only: the merge.",
-    ),  # fmt: skip
+    fanout_step("test-fanout-step", FanOutStepParams, "tests.plugins.lifecycle_tasks:run_fanout_step", "Test-only: one step."),
+    fanout_step("test-fanout-merge", FanOutParams, "tests.plugins.lifecycle_tasks:run_fanout_merge", "Test-only: the merge."),
 ]

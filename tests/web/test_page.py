@@ -99,12 +99,17 @@ def test_model_inspection_lists_the_layers_of_a_torchvision_model(tab, web_stack
     tab.screenshot("model_inspection")
 
 
-def test_tabular_attribution_shows_the_importance_chart_and_a_sortable_table(tab, web_stack):
+def start_tabular(tab, web_stack):
+    """The page on retail-mlp (a deployment without the tabular kind skips the test)."""
     with web_stack.client() as client:
         kinds = {k["name"] for k in client.get("/v1/kinds").json()}
     if "tabular_attribution" not in kinds:
         pytest.skip("the tabular_attribution kind is not installed in this deployment")
-    page = tab.start("retail-mlp")
+    return tab.start("retail-mlp")
+
+
+def test_tabular_attribution_shows_the_importance_chart_and_a_sortable_table(tab, web_stack):
+    page = start_tabular(tab, web_stack)
     assert page.input_value("#kind-select") == "tabular_attribution"
     assert page.input_value('.param-field[data-param="dataset"] input') == "retail-sample"
     tab.param("sample", "8")
@@ -132,11 +137,7 @@ def test_tabular_attribution_shows_the_importance_chart_and_a_sortable_table(tab
 
 
 def test_shapley_interactions_show_the_pair_matrix_the_top_pairs_and_the_pair_view(tab, web_stack):
-    with web_stack.client() as client:
-        kinds = {k["name"] for k in client.get("/v1/kinds").json()}
-    if "tabular_attribution" not in kinds:
-        pytest.skip("the tabular_attribution kind is not installed in this deployment")
-    page = tab.start("retail-mlp")
+    page = start_tabular(tab, web_stack)
     page.evaluate("document.querySelector('#more-fields').open = true")
     tab.param("method", "shapley_interactions")
     tab.param("sample", "40")

@@ -64,13 +64,7 @@ def _chart(
         plot_height = rows * row_px
         height = header + top_px + plot_height + bottom_px
         fig.set_size_inches(WIDTH / fig.dpi, height / fig.dpi)
-        y = MARGIN
-        for line in title_lines:
-            fig.text(MARGIN / WIDTH, 1 - y / height, line, va="top", fontsize=TITLE_PT, weight="bold", color=INK)
-            y += line_height(TITLE_PT)
-        for line in subtitle_lines:
-            fig.text(MARGIN / WIDTH, 1 - y / height, line, va="top", fontsize=NOTE_PT, color=FAINT)
-            y += line_height(NOTE_PT)
+        write_header(fig, title_lines, subtitle_lines, WIDTH, height)
         ax = fig.add_axes((left / WIDTH, bottom_px / height, (WIDTH - left - right_px) / WIDTH, plot_height / height))
         for side in ("top", "right", "left"):
             ax.spines[side].set_visible(False)
@@ -252,3 +246,14 @@ def beeswarm_png(
             spine.set_visible(False)
         bar.set_title("numeric value", fontsize=TICK_PT, color=FAINT, pad=3)
         return png(fig)
+
+
+def write_header(fig: Any, title_lines: list[str], subtitle_lines: list[str], width: int, height: int) -> None:
+    """The title (bold) and the subtitle lines at the top left of a chart `width` x `height` px."""
+    y = MARGIN
+    for line in title_lines:
+        fig.text(MARGIN / width, 1 - y / height, line, va="top", fontsize=TITLE_PT, weight="bold", color=INK)
+        y += line_height(TITLE_PT)
+    for line in subtitle_lines:
+        fig.text(MARGIN / width, 1 - y / height, line, va="top", fontsize=NOTE_PT, color=FAINT)
+        y += line_height(NOTE_PT)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.core.attribution.charts import NEGATIVE, POSITIVE, fmt, value_text, waterfall_png
+from worker.core.attribution.charts import NEGATIVE, POSITIVE, fmt, value_text, waterfall_png, write_header
 from worker.core.figures import FAINT, INK, MARGIN, NOTE_PT, TITLE_PT, Measure, figure, line_height, png
 
 LABEL_PT, TICK_PT = 10.0, 8.5
@@ -34,16 +34,6 @@ def _header(fig: Any, measure: Measure, title: str, subtitle: str, width: int) -
     ][:MAX_SUBTITLE_LINES]
     height = MARGIN + len(title_lines) * line_height(TITLE_PT) + len(subtitle_lines) * line_height(NOTE_PT) + 10
     return title_lines, subtitle_lines, height
-
-
-def _write_header(fig: Any, title_lines: list[str], subtitle_lines: list[str], width: int, height: int) -> None:
-    y = MARGIN
-    for line in title_lines:
-        fig.text(MARGIN / width, 1 - y / height, line, va="top", fontsize=TITLE_PT, weight="bold", color=INK)
-        y += line_height(TITLE_PT)
-    for line in subtitle_lines:
-        fig.text(MARGIN / width, 1 - y / height, line, va="top", fontsize=NOTE_PT, color=FAINT)
-        y += line_height(NOTE_PT)
 
 
 def _grid_png(
@@ -78,7 +68,7 @@ def _grid_png(
         title_lines, subtitle_lines, header = _header(fig, measure, title, subtitle, width)
         height = int(header + rows * cell + bottom)
         fig.set_size_inches(width / fig.dpi, height / fig.dpi)
-        _write_header(fig, title_lines, subtitle_lines, width, height)
+        write_header(fig, title_lines, subtitle_lines, width, height)
         ax = fig.add_axes((left / width, bottom / height, columns * cell / width, rows * cell / height))
         finite = values[np.isfinite(values)]
         high = float(np.abs(finite).max()) if finite.size else 1.0
