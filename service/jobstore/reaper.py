@@ -91,15 +91,35 @@ class Reaper:
         return ended
 
     def _repair_fanout_steps(self, now: float) -> None:
-        """Steps created but never handed to RQ (their worker died between the two) are queued."""
+        """Steps created but never handed to RQ (their worker died between the two) are queued;
+        so are steps RQ keeps deferred although every step they wait for ended a while ago (RQ
+        lost the link: a step the reaper queued again, under the same id, while its first run
+        was still finishing on a worker taken for lost)."""
         for raw_id in self.redis.zrange(self.keys.fanouts, 0, -1):
             parent = self.store.record(_text(raw_id))
             steps = (parent.fanout or {}) if parent is not None else {}
             for step_id in [*steps.get("shards", []), steps.get("merge", "")]:
                 step = self.store.record(step_id) if step_id else None
-                if step is not None and step.status == JobStatus.queued and now - step.created_at > ENQUEUE_REPAIR_AFTER_SECONDS:
-                    if not RQJob.exists(step_id, connection=self.redis):
-                        self.store.enqueue(step_id)
+                if step is None or step.status != JobStatus.queued or now - step.created_at <= ENQUEUE_REPAIR_AFTER_SECONDS:
+                    continue
+                if not RQJob.exists(step_id, connection=self.redis):
+                    self.store.enqueue(step_id)
+                elif step.after and self._rq_status(step_id) == "deferred" and self._ended_long_ago(step.after, now):
+                    self.store.enqueue(step_id, after_dependencies=False)
+
+    def _rq_status(self, job_id: str) -> str:
+        return _text(self.redis.hget(RQJob.key_for(job_id), "status") or b"")
+
+    def _ended_long_ago(self, step_ids: list[str], now: float) -> bool:
+        for step_id in step_ids:
+            step = self.store.record(step_id)
+            if step is None:
+                continue  # expired: it ended long ago
+            if step.status in (JobStatus.queued, JobStatus.running):
+                return False
+            if now - (step.finished_at or now) <= ENQUEUE_REPAIR_AFTER_SECONDS:
+                return False  # RQ may still be moving its dependents along
+        return True
 
     def _settle_lost(self, job_id: str, worker: str, attempts: int, counts: dict[str, int]) -> None:
         tries = 1 + self.settings.worker_lost_retries

@@ -269,7 +269,9 @@ class JobStore:
             self.enqueue(job_id)
         return admitted
 
-    def enqueue(self, job_id: str) -> None:
+    def enqueue(self, job_id: str, *, after_dependencies: bool = True) -> None:
+        """Hand the job to RQ; a fan-out step waits there for the steps it depends on, unless
+        `after_dependencies` is False (the reaper's repair: they have ended)."""
         record = self.record(job_id)
         if record is None:
             return
@@ -278,7 +280,7 @@ class JobStore:
             args=(job_id,),
             job_id=job_id,
             # A fan-out's merge step runs once RQ has run every shard it waits for.
-            depends_on=record.after or None,
+            depends_on=(record.after or None) if after_dependencies else None,
             timeout=record.timeout_seconds + RQ_TIMEOUT_GRACE_SECONDS,
             result_ttl=0,
             failure_ttl=self.settings.result_ttl_seconds,

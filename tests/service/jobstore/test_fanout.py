@@ -106,3 +106,23 @@ def test_steps_of_a_worker_that_died_before_queuing_them_are_queued_by_the_reape
         store.redis.hset(store.keys.job(step_id), "created_at", repr(time.time() - 60))
     reaper.reap()
     assert all(RQJob.exists(i, connection=store.redis) for i in shard_ids)
+
+
+def test_a_step_rq_keeps_deferred_after_every_step_it_waits_for_ended_is_queued_by_the_reaper(store, runs, reaper):
+    """RQ loses a dependency's link when the reaper queued that step again under the same id
+    while its first run was still finishing: the merge would stay deferred for good."""
+    parent, shard_ids = handed_over(store, runs, shards=2)
+    merge_id = parent.fanout["merge"]
+    for shard_id in shard_ids:  # the shards end in their records; RQ never hears of it
+        runs.start(shard_id, "w2")
+        runs.finish(shard_id, "w2", JobStatus.succeeded)
+    assert RQJob.fetch(merge_id, connection=store.redis).get_status() == "deferred"
+    reaper.reap()  # just ended: RQ may still be moving the merge along
+    assert RQJob.fetch(merge_id, connection=store.redis).get_status() == "deferred"
+    for step_id in [*shard_ids, merge_id]:
+        store.redis.hset(store.keys.job(step_id), "created_at", repr(time.time() - 60))
+    for shard_id in shard_ids:
+        store.redis.hset(store.keys.job(shard_id), "finished_at", repr(time.time() - 60))
+    reaper.reap()
+    assert RQJob.fetch(merge_id, connection=store.redis).get_status() == "queued"
+    assert merge_id in [i.decode() for i in store.redis.lrange(store.queue.key, 0, -1)]
