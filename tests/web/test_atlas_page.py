@@ -312,8 +312,13 @@ def test_an_atlas_still_running_shows_its_progress_then_the_grid(tab, site):
     page = tab.page
     open_atlas(tab, f"/atlas/{site.running_id}", view="loading")
     page.wait_for_selector("#atlas-status.status-running")
-    site.jobs.runs.report_progress(site.running_id, "test-atlas-writer", 0.5, "chunk 1 of 2")
-    until(page, "document.querySelector('#atlas-loading-text').textContent.includes('50% · chunk 1 of 2')")
+    shown = "document.querySelector('#atlas-loading-text').textContent.includes('50% · chunk 1 of 2')"
+    for _ in range(40):  # reported again until seen: the page may subscribe after the first report
+        site.jobs.runs.report_progress(site.running_id, "test-atlas-writer", 0.5, "chunk 1 of 2")
+        if page.evaluate(f"() => {shown}"):
+            break
+        page.wait_for_timeout(500)
+    until(page, shown)
     site.jobs.finish(site.running_id, site.small)
     page.wait_for_selector("body[data-view=grid]")
     assert tile_order(page) == site.small["orders"]["max_activation"]
