@@ -78,6 +78,8 @@ export function openJob(jobId, known) {
       job = await followJob(jobId, {
         onStatus: (j) => {
           if (signal.aborted) return;
+          // An answer sent before the job ended (a cancel shown meanwhile) never undoes the end.
+          if (state.job?.id === j.id && TERMINAL.has(state.job.status) && !TERMINAL.has(j.status)) return;
           state.job = j;
           renderJobHead(j);
           setProgress(j.progress);
