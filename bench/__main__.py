@@ -64,6 +64,10 @@ BENCHMARKS = [
       "on file and s3; artifact download latency vs the old Redis path", (), ("--quick",)),
     B("atlas", "a layer atlas (1 and 2 workers) vs the sum of its index, deconvnet and activation maximization jobs",
       (), ("--quick",), takes_device=True),
+    B("latency", "one-row tabular jobs (IG, KernelSHAP, exact Shapley), POST to succeeded, vs a job that does "
+      "nothing; where their time goes", (), ("--quick",), takes_device=True),
+    B("feature_vis", "MACO vs Lucid-style FFT feature visualization at equal steps and time; the trust checks' cost",
+      (), ("--quick",), takes_device=True),
 ]
 
 

@@ -80,11 +80,17 @@ def wait_http(url: str, procs: Processes, timeout: float = 30.0) -> None:
 
 
 def start_service(
-    procs: Processes, device: str, *, ready_within: float = 180.0, env: dict[str, str] | None = None
+    procs: Processes,
+    device: str,
+    *,
+    ready_within: float = 180.0,
+    env: dict[str, str] | None = None,
+    worker_module: tuple[str, ...] = ("service.cli", "worker"),
 ) -> str:
     """A redis-server, an API and one worker on free ports, with their data in the benchmark's
     folder and `env` added to their environment (kept as procs.service_env, for more workers);
-    returns the API's URL once /readyz says the built-in models are registered."""
+    returns the API's URL once /readyz says the built-in models are registered.
+    `worker_module`: the worker's `python -m` module and arguments (bench/profiled_worker.py)."""
     redis_port, api_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -96,7 +102,7 @@ def start_service(
     procs.service_env = env
     procs.start("redis", ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"], env)
     procs.start("api", [sys.executable, "-m", "service.cli", "api", "--port", str(api_port), "--no-access-log"], env)
-    procs.start("worker", [sys.executable, "-m", "service.cli", "worker"], env)
+    procs.start("worker", [sys.executable, "-m", *worker_module], env)
     base = f"http://127.0.0.1:{api_port}"
     wait_http(f"{base}/livez", procs)
     deadline = time.monotonic() + ready_within

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from service.api import artifacts, catalog, datasets, events, health, indexes, jobs
+from service.api.admission import AsyncAdmission
 from service.api.auth import declare_bearer_security
 from service.api.body_size import BodySizeLimitMiddleware
 from service.api.docs import mount_docs
@@ -25,10 +26,11 @@ from service.atlases import AtlasCache
 from service.blobs import LegacyUploads
 from service.catalogs import DatasetCatalog, ModelCatalog
 from service.indexes import IndexCatalog
-from service.jobstore import AsyncJobReader, JobRuns, JobStore, Reaper
+from service.jobstore import AsyncJobCreates, AsyncJobReader, JobRuns, JobStore, Reaper
 from service.plugins import load_plugins
 from service.redis_connection import UNCONFIGURED_REDIS_URL, redis_options
 from service.settings import Settings
+from service.spectra import SpectrumCatalog
 from service.storage import open_blob_store
 from service.uploaded_files import UploadedFiles
 from service.webhooks import WebhookSender
@@ -116,10 +118,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         JobRuns(app.state.store), owner=f"api-{os.getpid()}-{uuid.uuid4().hex[:6]}", files=app.state.blobs
     )
     app.state.reader = AsyncJobReader(app.state.async_redis, app.state.store.keys)
+    app.state.creates = AsyncJobCreates(app.state.store, app.state.async_redis)
+    app.state.admission = AsyncAdmission(app.state.async_redis, app.state.store.keys)
     app.state.catalog = ModelCatalog(connection, settings)
     app.state.datasets = DatasetCatalog(connection, settings)
     app.state.indexes = IndexCatalog(connection, app.state.store.keys)
     app.state.atlases = AtlasCache(connection, app.state.store.keys)
+    app.state.spectra = SpectrumCatalog(connection, app.state.store.keys)
     app.state.uploaded_files = UploadedFiles(connection, app.state.store.keys, app.state.blobs)
     registry = CollectorRegistry()
     registry.register(JobStatsCollector(app.state.store))

@@ -13,8 +13,35 @@ class Layer(BaseModel):
     name: str = Field(description="Dotted module name; `@k` marks the k-th extra call of a reused module, "
                       "`module:relu` an activation called as a function inside `module.forward`.")
     type: str
-    output_shape: list[int] = Field(description="Without the batch dimension, for the model's input size.")
-    units: int = Field(description="Channels of a feature map, or features of a vector.")
+    output_shape: list[int] = Field(
+        description="Without the batch dimension, for the model's input size, channels first whatever the "
+        "module writes: [C, H, W] for a feature map, [F, T] for a transformer's tokens. Units and positions "
+        "in jobs address this shape."
+    )
+    units: int = Field(description="Channels of a feature map, features of a vector or of each token.")
+    layout: Literal["channels_first", "tokens", "channels_last"] = Field(
+        default="channels_first",
+        description="How the module lays its output out: `channels_first` ([C, H, W] or a vector); `tokens` "
+        "([T, F]: units are the F features, a position is [token]); `channels_last` ([H, W, C], e.g. inside "
+        "a ConvNeXt block: units are C, a position is [y, x]). Jobs see every layer channels first.",
+    )
+    raw_shape: list[int] | None = Field(
+        default=None, description="`tokens` and `channels_last` layers: the module's own output shape (features last)."
+    )
+    token_grid: list[int] | None = Field(
+        default=None,
+        description="`tokens` layers of an image model whose tokens are image patches: [rows, columns] of the "
+        "patch grid. Token `prefix_tokens + r * columns + c` is the patch at row r, column c; the receptive "
+        "field shown for a token is its patch (a class token: the whole image).",
+    )
+    prefix_tokens: int | None = Field(
+        default=None, description="With `token_grid`: tokens before the patches (1: a class token)."
+    )
+    note: str | None = Field(
+        default=None,
+        description="What the layer is good for, where worth saying: the MLP hidden layers of transformers and "
+        "ConvNeXt blocks are the informative ones for activation maximization.",
+    )
 
 
 class ModelBatch(BaseModel):

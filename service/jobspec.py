@@ -158,7 +158,14 @@ class ArtifactRef(BaseModel):
 
 class JobResult(BaseModel):
     artifacts: list[ArtifactRef]
-    summary: dict[str, Any] = Field(default_factory=dict)
+    summary: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The kind's figures of the result, and `timings`: where the job's time went, in seconds: "
+        "`queue_wait_seconds` (created to started, this try), `load_seconds` (the model and the datasets "
+        "read), `compute_seconds`, `artifacts_seconds` (making the result files and storing them) and "
+        "`worker_seconds` (the whole try on the worker: the stages plus what none of them covers). Jobs "
+        "that a fan-out's last step finishes (index builds, atlases split into steps) have no `timings`.",
+    )
 
 
 class Job(BaseModel):

@@ -44,6 +44,15 @@ class Keys:
     def job_prefix(self) -> str:
         return f"{self.ns}:job:"
 
+    def rq_pending(self, job_id: str) -> str:
+        """RQ's job hash of a job waiting for admission, written by its create; renamed to RQ's
+        own key (`rq:job:{id}`) by the script that admits it (jobstore/scripts.py)."""
+        return f"{self.rq_pending_prefix}{job_id}"
+
+    @property
+    def rq_pending_prefix(self) -> str:
+        return f"{self.ns}:rq-pending:"
+
     def tenant_jobs(self, tenant: str) -> str:
         return f"{self.ns}:tenant:{tenant}:jobs"
 

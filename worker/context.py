@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 from service.jobstore import ArtifactBlob, JobRuns
+from worker.stages import STAGES, StageClock
 
 __all__ = [
     "ArtifactBlob",
@@ -74,7 +76,17 @@ class JobContext:
     # The blob store for files a job reads or writes beyond its artifacts (indexes, a fan-out's
     # steps' outputs): service.jobstore.ArtifactFiles (`.store` is the BlobStore).
     files: Any = None
+    # Seconds per stage, for the `timings` of the job's summary (worker/stages.py).
+    stages: StageClock = field(default_factory=StageClock)
     _last_sync: float = field(default=0.0, init=False, repr=False)
+
+    def stage(self, name: str) -> AbstractContextManager[None]:
+        """Charge the block's time to stage `name` (`load`, `compute` or `artifacts`) in the
+        job's timings; the worker already charges the job function to `compute` and model and
+        dataset loads through `models` and `datasets` to `load`."""
+        if name not in STAGES:
+            raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+        return self.stages.stage(name)
 
     def progress(self, fraction: float, message: str = "", *, force: bool = False) -> None:
         """Report progress (throttled to one write per interval) and stop if asked to."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -16,6 +17,7 @@ from service.catalogs import DatasetCatalog
 from service.datasets.index import DatasetIndex
 from service.datasets.reader import DataGone, IndexedReader
 from service.datasets.storefile import open_blob
+from service.indexes import dataset_identity
 from service.storage import BlobNotFound
 from service.uploaded_files import UploadedFiles
 from service.uploads import UploadRejected
@@ -24,6 +26,14 @@ from worker.models import shapes
 from worker.models.builtin import DATA
 
 INDEX_CACHE_SIZE = 4  # indexes kept between jobs (a million images' index is some 100 MB)
+# Tables kept read between jobs, so that a job explaining one row does not parse the whole CSV
+# again; a CSV file above TABLE_CACHE_MAX_BYTES is read afresh by each job (as dicts of strings
+# its rows take some ten times the file).
+TABLE_CACHE_SIZE = 4
+TABLE_CACHE_MAX_BYTES = 32 * 2**20
+DERIVED_PER_TABLE = 4  # what kinds derive from one table (an encoding per feature manifest)
+
+T = TypeVar("T")
 
 
 def decode_image(data: bytes, name: str = "image") -> np.ndarray:
@@ -81,12 +91,43 @@ class ImageSet:
             yield start, self.read(range(start, min(start + size, len(self))))
 
 
+class Table:
+    """A CSV dataset's rows as read (dicts of strings), and what job kinds derive from them,
+    both kept by the worker while the dataset's content stays the same. The rows are shared by
+    the jobs that read the table: never modify them."""
+
+    def __init__(self, identity: str, rows: list[dict[str, str]]):
+        self.identity = identity  # the content's identity (table_identity)
+        self.rows = rows
+        self._derived: OrderedDict[Hashable, Any] = OrderedDict()
+
+    def derived(self, key: Hashable, build: Callable[[list[dict[str, str]]], T]) -> T:
+        """`build(rows)`, made once per `key` while the table is kept (the last DERIVED_PER_TABLE
+        keys used): e.g. the rows checked and encoded with a model's feature manifest."""
+        if key in self._derived:
+            self._derived.move_to_end(key)
+            return self._derived[key]
+        value = build(self.rows)
+        self._derived[key] = value
+        while len(self._derived) > DERIVED_PER_TABLE:
+            self._derived.popitem(last=False)
+        return value
+
+
+def table_identity(record: dict[str, Any]) -> str:
+    """What identifies a table's content: the dataset's identity (its files' sha256, service/
+    indexes.py) and its files' storage keys (unique per upload, for files without a sha256)."""
+    keys = [f.get("key") for f in record.get("files") or [] if isinstance(f, dict)]
+    return json.dumps([dataset_identity(record), keys])
+
+
 class DatasetLoader:
     def __init__(self, catalog: DatasetCatalog, files: UploadedFiles, roots: list[str]):
         self.catalog = catalog
         self.files = files
         self.roots = roots
         self._indexes: OrderedDict[str, DatasetIndex] = OrderedDict()
+        self._tables: OrderedDict[str, Table] = OrderedDict()
 
     def _find(self, tenant: str, dataset_id: str) -> tuple[str, dict]:
         found = self.catalog.find(tenant, dataset_id)
@@ -145,9 +186,28 @@ class DatasetLoader:
             raise JobFailed("invalid-params", f"The dataset is {status}", f"{dataset_id!r}: {reason}")
 
     def table(self, tenant: str, dataset_id: str) -> list[dict[str, str]]:
+        """A CSV dataset's rows (shared with other jobs: never modify them)."""
+        return self.table_view(tenant, dataset_id).rows
+
+    def table_view(self, tenant: str, dataset_id: str) -> Table:
+        """A CSV dataset as a `Table`: read once per content and kept (the last TABLE_CACHE_SIZE
+        tables used, files up to TABLE_CACHE_MAX_BYTES); a new upload under the same id is
+        another content, read afresh. The record is read each time: a deleted dataset fails."""
         _, record = self._find(tenant, dataset_id)
         if record["kind"] != "table":
             raise JobFailed("invalid-params", "Not a table dataset", f"{dataset_id!r} holds {record['kind']}")
+        identity = table_identity(record)
+        if identity in self._tables:
+            self._tables.move_to_end(identity)
+            return self._tables[identity]
+        table = Table(identity, self._read_table(dataset_id, record))
+        if sum(int(f.get("bytes") or 0) for f in record.get("files") or []) <= TABLE_CACHE_MAX_BYTES:
+            self._tables[identity] = table
+            while len(self._tables) > TABLE_CACHE_SIZE:
+                self._tables.popitem(last=False)
+        return table
+
+    def _read_table(self, dataset_id: str, record: dict[str, Any]) -> list[dict[str, str]]:
         if record["source"] == "builtin":
             with open(DATA / f"{dataset_id}.csv", "rb") as file:
                 return _rows(file)

@@ -17,6 +17,7 @@ from service.validation import InvalidRequest
 from worker.context import JobCanceled, JobContext, JobFailed, JobTimedOut, WorkerShuttingDown
 from worker.device import is_unrecoverable_device_error
 from worker.runtime import current_runtime
+from worker.stages import ChargedCalls, StageClock, timings
 
 log = logging.getLogger("glassbox.worker")
 
@@ -61,6 +62,8 @@ def _run_job(job_id: str) -> Retry | None:
     def fail(type: str, title: str, detail: str = "") -> None:
         runs.finish(job_id, runtime.name, JobStatus.failed, error=JobError(type=type, title=title, detail=detail))
 
+    started = time.perf_counter()
+    clock = StageClock()
     ctx = JobContext(
         job_id=job_id,
         tenant=record.tenant,
@@ -71,23 +74,30 @@ def _run_job(job_id: str) -> Retry | None:
         device=runtime.device,
         shutting_down=runtime.shutting_down,
         progress_interval=runtime.settings.progress_interval_seconds,
-        models=runtime.models,
-        datasets=runtime.datasets,
+        models=_charged(runtime.models, clock, ("load",)),
+        datasets=_charged(runtime.datasets, clock, ("images", "table", "table_view", "index")),
         files=runtime.artifacts,
+        stages=clock,
     )
-    started = time.perf_counter()
     try:
         kind = runtime.kinds.get(record.kind)
         if kind is None:
             raise JobFailed("invalid-params", "This worker does not run this job kind", record.kind)
         params = validate_params(kind, record.params, runtime.settings)
-        output = runtime.handler(kind)(ctx, params)
+        with clock.stage("compute"):
+            output = runtime.handler(kind)(ctx, params)
         if output.handed_over:
             log.info("job %s handed over to its fan-out in %.3f s", job_id, time.perf_counter() - started)
             return
-        prefix, refs = runtime.artifacts.write(job_id, output.artifacts)
+        with clock.stage("artifacts"):
+            prefix, refs = runtime.artifacts.write(job_id, output.artifacts)
+        queue_wait = record.started_at - record.created_at if record.started_at and record.created_at else None
+        summary = {
+            **output.summary,
+            "timings": timings(clock, queue_wait=queue_wait, worker_seconds=time.perf_counter() - started),
+        }
         outcome = runs.finish(
-            job_id, runtime.name, JobStatus.succeeded, summary=output.summary, artifacts=refs, artifacts_prefix=prefix
+            job_id, runtime.name, JobStatus.succeeded, summary=summary, artifacts=refs, artifacts_prefix=prefix
         )
         if outcome != "finished":
             runtime.artifacts.discard(prefix)
@@ -118,6 +128,11 @@ def _run_job(job_id: str) -> Retry | None:
         else:
             log.exception("job %s failed", job_id)
             fail("job-error", f"{type(exc).__name__} while running the job", str(exc)[:2000])
+
+
+def _charged(loader, clock: StageClock, methods: tuple[str, ...]):
+    """The worker's loader with `methods` charged to the job's `load` stage (None stays None)."""
+    return None if loader is None else ChargedCalls(loader, clock, "load", methods)
 
 
 def _requeued_for_retry(runtime, record, exc: Exception) -> bool:

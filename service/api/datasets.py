@@ -258,6 +258,7 @@ def delete_dataset(dataset_id: str, tenant: Tenant, datasets: Datasets, files: F
         raise ProblemError(409, "builtin-dataset", f"{dataset_id!r} is built in; only uploads can be removed.")
     request.app.state.indexes.delete_for(tenant, dataset=dataset_id)  # its activation indexes go with it
     request.app.state.atlases.delete_for(tenant, dataset=dataset_id)  # and its atlases' stored chunks
+    request.app.state.spectra.delete_for(tenant, dataset=dataset_id)  # and its MACO spectra
     return Response(status_code=204)
 
 

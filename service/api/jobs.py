@@ -8,23 +8,24 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
+from service.api.admission import admit
 from service.api.auth import Tenant, get_settings
 from service.api.deps import Catalog, Datasets, Kinds, Store, problem_responses
 from service.api.head import add_head_routes
 from service.api.operation_ids import camel_case_operation_id
 from service.api.problems import ProblemError
-from service.catalogs import DatasetCatalog, ModelCatalog
-from service.jobspec import Job, JobCreate, JobKind, JobPage, JobStatus, KindInfo
+from service.jobspec import Job, JobCreate, JobPage, JobStatus, KindInfo
 from service.jobstore import CancelOutcome, decode_page_token, request_fingerprint
 from service.kinds.cost import JobEstimate
-from service.kinds.plan import JobPlan, plan_job
 from service.settings import Settings
 from service.validation import invalid
-from service.webhooks import WebhookRefused, check_url, tenant_secret
+from service.webhooks import tenant_secret
 
 router = APIRouter(prefix="/v1", tags=["jobs"], generate_unique_id_function=camel_case_operation_id)
 
 POLL_AFTER_SECONDS = 1
+# A create planned on catalog records that changed meanwhile is planned again (jobs.create_job).
+CREATE_TRIES = 3
 
 JobId = Annotated[str, Path(description="The job id.")]
 
@@ -33,7 +34,8 @@ def job_not_found(job_id: str) -> ProblemError:
     return ProblemError(404, "job-not-found", f"No job {job_id!r}.")
 
 
-def require_json_body(content_type: Annotated[str | None, Header(include_in_schema=False)] = None) -> None:
+async def require_json_body(content_type: Annotated[str | None, Header(include_in_schema=False)] = None) -> None:
+    # async: a sync dependency would cost every create a trip to a worker thread.
     media_type = (content_type or "").split(";")[0].strip().lower()
     if media_type != "application/json":
         raise ProblemError(
@@ -58,15 +60,10 @@ def list_kinds(kinds: Kinds, _: Tenant) -> list[KindInfo]:
     dependencies=[Depends(require_json_body)],
     responses=problem_responses(401, 413, 415, 422, 503),
 )
-def create_job(
+async def create_job(
     body: JobCreate,
-    response: Response,
+    request: Request,
     tenant: Tenant,
-    store: Store,
-    catalog: Catalog,
-    datasets: Datasets,
-    kinds: Kinds,
-    settings: Annotated[Settings, Depends(get_settings)],
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -77,34 +74,50 @@ def create_job(
             "kept for the result TTL.",
         ),
     ] = None,
-) -> Job:
-    plan, timeout = admit(body, tenant, catalog, datasets, kinds, settings)
-    outcome = store.create(
-        tenant,
-        kind=body.kind,
-        model=body.model,
-        params=plan.params.model_dump(mode="json"),
-        metadata=body.metadata,
-        timeout_seconds=timeout,
-        idempotency_key=idempotency_key,
-        fingerprint=request_fingerprint(body.model_dump(mode="json")),
-        webhook=body.webhook.model_dump() if body.webhook else None,
-    )
+) -> Response:
+    # Creates come in bursts from other services. On the event loop, in one Redis round trip
+    # while the catalog records the job names do not change: planned against the API's copy of
+    # them (admission.py), created and queued by one script that checks that copy is current
+    # (service/jobstore/creates.py), answered from the record just written, serialized once.
+    state = request.app.state
+    fingerprint = request_fingerprint(body.model_dump(mode="json")) if idempotency_key else ""
+    for attempt in range(CREATE_TRIES):
+        admitted = await state.admission.admit(body, tenant, state, fresh=attempt > 0)
+        outcome = await state.creates.create(
+            tenant,
+            kind=body.kind,
+            model=body.model,
+            params=admitted.plan.params.model_dump(mode="json"),
+            metadata=body.metadata,
+            timeout_seconds=admitted.timeout,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+            webhook=body.webhook.model_dump() if body.webhook else None,
+            # The last try is planned on records just read, as creates were before the checks.
+            catalog_checks=admitted.checks if attempt < CREATE_TRIES - 1 else (),
+        )
+        if not outcome.stale:
+            break
+        state.admission.forget(tenant, admitted.checks)
     if not outcome.fingerprint_matches:
         raise invalid(
             ["header", "Idempotency-Key"],
             f"this key was used for another request (job {outcome.job_id}); use a new key",
             "idempotency-key-reused",
         )
-    job = store.get(tenant, outcome.job_id)
-    if job is None:  # deleted between create and read: only possible for a replayed key
-        raise job_not_found(outcome.job_id)
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
-    if not job.status.is_terminal:  # a replayed key may name a finished job: nothing to wait for
-        response.headers["Retry-After"] = str(POLL_AFTER_SECONDS)
+    if outcome.record is not None:
+        content, status = outcome.record.job_json(), outcome.record.status
+    else:  # a replayed key: the job as it stands now
+        found = await state.reader.get_json(tenant, outcome.job_id)
+        if found is None:  # deleted between create and read
+            raise job_not_found(outcome.job_id)
+        content, status = found
+    headers = {"Location": f"/v1/jobs/{outcome.job_id}"}
+    if not status.is_terminal:  # a replayed key may name a finished job: nothing to wait for
+        headers["Retry-After"] = str(POLL_AFTER_SECONDS)
     if not outcome.created:
-        response.headers["Idempotent-Replayed"] = "true"
-    return job
+        headers["Idempotent-Replayed"] = "true"
+    return Response(content, status_code=202, media_type="application/json", headers=headers)
 
 
 @router.post(
@@ -131,29 +144,6 @@ def estimate_job(
     if cost is None:
         raise ProblemError(404, "no-estimate", f"Job kind {body.kind!r} has no cost model: it runs, but cannot be estimated.")
     return JobEstimate(kind=body.kind, seconds=cost.seconds, basis=cost.basis)
-
-
-def admit(body: JobCreate, tenant: str, models: ModelCatalog, datasets: DatasetCatalog, kinds: dict[str, JobKind],
-          settings: Settings) -> tuple[JobPlan, int]:
-    """Every check a job request gets before it is queued (a 422 naming the field): the kind's
-    plan (service/kinds/plan.py) and what only the API knows (its time limit, webhooks).
-    Creating a job and estimating one run the same checks. Returns the plan and the timeout."""
-    plan = plan_job(kinds, body.kind, body.params, body.model, tenant, models, datasets, settings)
-    timeout = body.timeout_seconds or settings.job_timeout_seconds
-    if timeout > settings.job_timeout_seconds:
-        raise invalid(
-            ["body", "timeout_seconds"],
-            f"at most {settings.job_timeout_seconds} (GLASSBOX_JOB_TIMEOUT_SECONDS)",
-            "limit-exceeded",
-        )
-    if body.webhook is not None:
-        if not settings.webhook_secret:
-            raise invalid(["body", "webhook"], "webhooks are not configured on this service (GLASSBOX_WEBHOOK_SECRET)")
-        try:
-            check_url(body.webhook.url, settings)
-        except WebhookRefused as exc:
-            raise invalid(["body", "webhook", "url"], str(exc), "webhook-refused") from exc
-    return plan, timeout
 
 
 @router.get(

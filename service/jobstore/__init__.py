@@ -5,6 +5,7 @@ workers both use it). Read in this order:
 - record.py    the typed job record and its codec
 - scripts.py   the Lua transitions (lua.py: how they are called by name)
 - store.py     reads and client transitions (create, cancel, delete), admission onto RQ
+- creates.py   the API's create on the asyncio client (one round trip, no thread)
 - artifacts.py a job's artifacts as blob-store files (written before the finish publishes them)
 - runs.py      worker transitions (start, progress, finish, requeue) and liveness
 - reaper.py    settling jobs of dead workers, one elected reaper per interval
@@ -13,6 +14,7 @@ workers both use it). Read in this order:
 """
 
 from service.jobstore.artifacts import ArtifactBlob, ArtifactFiles, artifact_url
+from service.jobstore.creates import AsyncJobCreates
 from service.jobstore.ids import decode_page_token, encode_page_token, new_job_id, request_fingerprint
 from service.jobstore.reader import AsyncJobReader
 from service.jobstore.reaper import Reaper
@@ -26,6 +28,7 @@ __all__ = [
     "JOB_DURATION_BUCKETS",
     "ArtifactBlob",
     "ArtifactFiles",
+    "AsyncJobCreates",
     "AsyncJobReader",
     "CancelOutcome",
     "CreateOutcome",

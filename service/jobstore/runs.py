@@ -14,8 +14,11 @@ from service.jobspec import ArtifactRef, JobError, JobResult, JobStatus
 from service.jobstore import scripts
 from service.jobstore.fanout import FanOut
 from service.jobstore.record import JobRecord, _text
-from service.jobstore.stats import observe_duration
+from service.jobstore.stats import duration_fields
 from service.jobstore.store import JobStore
+
+# Records of jobs this process started, kept for their finish; a few more than one worker runs.
+STARTED_KEPT = 64
 
 
 class OwnershipLost(Exception):
@@ -39,12 +42,13 @@ class JobRuns:
         self._progress = scripts.PROGRESS.bind(connection)
         self._finish = scripts.FINISH.bind(connection)
         self._requeue = scripts.REQUEUE.bind(connection)
+        self._started: dict[str, JobRecord] = {}
         self.fanout = FanOut(self)
 
     def start(self, job_id: str, worker: str) -> JobRecord | None:
         """Claim a queued job for `worker` and return its record as it now stands; None when it
-        is no longer queued (canceled, deleted, taken by another worker)."""
-        outcome = self._start(
+        is no longer queued (canceled, deleted, taken by another worker). One round trip."""
+        outcome, *fields = self._start(
             job_key=self.keys.job(job_id),
             running=self.keys.running,
             job_id=job_id,
@@ -54,8 +58,14 @@ class JobRuns:
         )
         if _text(outcome) != "started":
             return None
-        record = self.store.record(job_id)
-        if record is not None and record.webhook:
+        record = JobRecord.from_redis(job_id, dict(zip(fields[::2], fields[1::2], strict=True)))
+        self._started[job_id] = record
+        while len(self._started) > STARTED_KEPT:  # jobs handed over or reaped: never finished here
+            try:  # the oldest (dicts keep insertion order); the reaper thread may finish one meanwhile
+                self._started.pop(next(iter(self._started)))
+            except (StopIteration, RuntimeError, KeyError):
+                break
+        if record.webhook:
             self.store.notify(record.tenant, record.to_job())
         return record
 
@@ -95,34 +105,42 @@ class JobRuns:
     ) -> str:
         """End a running job, publishing its artifacts (already in the blob store under
         `artifacts_prefix`, see artifacts.py): 'finished' or 'not-owner'. `worker` '' settles the
-        job whoever runs it (the reaper)."""
-        record = self.store.record(job_id)
+        job whoever runs it (the reaper). One round trip for a job this process started (its
+        record is kept from `start`): the finish, the run time and the admission of the tenant's
+        next waiting job are one script."""
+        record = self._started.pop(job_id, None) or self.store.record(job_id)
         if record is None:
             return "not-owner"
+        now = time.time()
+        run_seconds = now - record.started_at if record.started_at is not None else None
         result = JobResult(artifacts=list(artifacts), summary=summary or {}) if status == JobStatus.succeeded else None
-        outcome = _text(
-            self._finish(
+        outcome, *unqueued = (
+            _text(v)
+            for v in self._finish(
                 job_key=self.keys.job(job_id),
                 running=self.keys.running,
-                active=self.keys.tenant_active(record.tenant),
                 stats=self.keys.job_stats,
                 leases=self.keys.blob_leases,
                 fanouts=self.keys.fanouts,
+                durations=self.keys.duration_stats,
                 job_id=job_id,
                 worker=worker,
                 status=status.value,
-                now=repr(time.time()),
+                now=repr(now),
                 ttl=self.settings.result_ttl_seconds,
                 error_json=error.model_dump_json() if error else "",
                 result_json=result.model_dump_json() if result else "",
                 channel=self.keys.events(job_id),
                 artifacts_prefix=artifacts_prefix if result is not None else "",
+                seconds_run=repr(run_seconds or 0.0),
+                duration_sum=f"{record.kind}|sum" if run_seconds is not None else "",
+                duration_fields=duration_fields(record.kind, run_seconds) if run_seconds is not None else [],
+                **self.store.admission_args(record.tenant),
             )
         )
         if outcome == "finished":
-            if record.started_at is not None:
-                observe_duration(self.redis, self.keys, record.kind, time.time() - record.started_at)
-            self.store.admit(record.tenant)
+            for waiting_id in unqueued:
+                self.store.enqueue(waiting_id)
             if record.parent:
                 self.fanout.step_finished(record, status, error)
             if record.webhook:

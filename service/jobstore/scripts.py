@@ -11,12 +11,72 @@ from __future__ import annotations
 
 from service.jobstore.lua import LuaScript
 
+# Moves the tenant's waiting jobs (oldest first) to its active set while it is under its limit
+# (0: no limit), and hands each to RQ: its RQ job hash, written by its create under
+# `pending_prefix .. id`, becomes RQ's own (`rq_job_prefix .. id`) and its id is queued, as RQ's
+# `Queue.enqueue_call` would. Returns the admitted jobs that have no such hash (created by a
+# version before it): the caller queues those on RQ. Shared by every script that frees or
+# takes a place (CREATE, FINISH, ADMIT), so that a job is never admitted without being queued.
+_ADMIT_WAITING = """
+local function admit_waiting(waiting, active, tenants_waiting, limit, job_prefix, tenant,
+                             pending_prefix, rq_job_prefix, rq_queue, rq_queues)
+  local max_active = tonumber(limit)
+  local unqueued = {}
+  while max_active == 0 or redis.call('SCARD', active) < max_active do
+    local id = redis.call('LPOP', waiting)
+    if not id then break end
+    if redis.call('HGET', job_prefix .. id, 'status') == 'queued' then
+      redis.call('SADD', active, id)
+      if redis.call('EXISTS', pending_prefix .. id) == 1 then
+        redis.call('RENAME', pending_prefix .. id, rq_job_prefix .. id)
+        redis.call('SADD', rq_queues, rq_queue)
+        redis.call('RPUSH', rq_queue, id)
+      else
+        table.insert(unqueued, id)
+      end
+    else
+      redis.call('DEL', pending_prefix .. id)
+    end
+  end
+  if redis.call('LLEN', waiting) == 0 then
+    redis.call('SREM', tenants_waiting, tenant)
+  end
+  return unqueued
+end
+"""
+
+# The arguments of admit_waiting that every script calling it takes.
+_ADMISSION_ARGS = ("limit", "job_prefix", "tenant", "pending_prefix", "rq_job_prefix", "rq_queue", "rq_queues")
+_ADMIT_CALL = (
+    "admit_waiting(waiting, active, tenants_waiting, limit, job_prefix, tenant, "
+    "pending_prefix, rq_job_prefix, rq_queue, rq_queues)"
+)
+
+# A new job, in one round trip: the idempotency key, the record and its indexes, RQ's job hash,
+# and admission, which queues the job on RQ at once when the tenant is under its limit. Record
+# and RQ job exist together or not at all: nothing is left to repair for a create that died
+# half-way.
+#
+# `fields` holds, in order: `checks` pairs (catalog record id, sha1 of the record the API planned
+# the job against; `catalog_keys` holds the tenant's and the built-in catalog of each), then the
+# record's `record_length` fields, then RQ's job hash (written under `rq_pending` until the job
+# is admitted). A checked record that changed (or went) since the API read it makes the create
+# 'stale', with nothing written: the API reads it again.
+#
+# Returns {'created' | 'existing' | 'stale', id, fingerprint, admitted jobs without an RQ hash}.
+# The same create sent again (its reply lost to a broken connection, and retried) finds its
+# record and does nothing.
 CREATE = LuaScript(
     "create",
-    keys=("job_key", "tenant_jobs", "waiting", "tenants_waiting", "idem_key", "stats", "tenants"),
-    args=("job_id", "has_idem", "fingerprint", "idem_ttl", "tenant", "job_prefix", "stat_field"),
+    keys=("job_key", "rq_pending", "tenant_jobs", "waiting", "tenants_waiting", "active", "idem_key", "stats", "tenants"),
+    args=("job_id", "has_idem", "fingerprint", "idem_ttl", "stat_field", "checks", "record_length", *_ADMISSION_ARGS),
+    rest_keys="catalog_keys",
     rest_args="fields",
-    body="""
+    body=_ADMIT_WAITING
+    + """
+if redis.call('EXISTS', job_key) == 1 then
+  return {'created', job_id, fingerprint}
+end
 if has_idem == '1' then
   local existing = redis.call('GET', idem_key)
   if existing then
@@ -25,56 +85,61 @@ if has_idem == '1' then
       return {'existing', record.id, record.fingerprint}
     end
   end
+end
+local checked = tonumber(checks)
+for i = 1, checked do
+  local record_id = fields[2 * i - 1]
+  local raw = redis.call('HGET', catalog_keys[2 * i - 1], record_id)
+  if not raw then raw = redis.call('HGET', catalog_keys[2 * i], record_id) end
+  if not raw or redis.sha1hex(raw) ~= fields[2 * i] then
+    return {'stale', job_id, fingerprint}
+  end
+end
+if has_idem == '1' then
   redis.call('SET', idem_key, cjson.encode({id = job_id, fingerprint = fingerprint}), 'EX', idem_ttl)
 end
-for i = 1, #fields, 2 do
-  redis.call('HSET', job_key, fields[i], fields[i + 1])
-end
+local record_end = 2 * checked + tonumber(record_length)
+redis.call('HSET', job_key, unpack(fields, 2 * checked + 1, record_end))
+redis.call('HSET', rq_pending, unpack(fields, record_end + 1, #fields))
 redis.call('ZADD', tenant_jobs, 0, job_id)
-redis.call('RPUSH', waiting, job_id)
-redis.call('SADD', tenants_waiting, tenant)
 redis.call('SADD', tenants, tenant)
 redis.call('HINCRBY', stats, stat_field, 1)
-return {'created', job_id, fingerprint}
+redis.call('RPUSH', waiting, job_id)
+redis.call('SADD', tenants_waiting, tenant)
+local reply = {'created', job_id, fingerprint}
+for _, id in ipairs("""
+    + _ADMIT_CALL
+    + """) do
+  table.insert(reply, id)
+end
+return reply
 """,
 )
 
-# Moves waiting jobs to the tenant's active set while it is under its limit (0: no limit).
 ADMIT = LuaScript(
     "admit",
     keys=("waiting", "active", "tenants_waiting"),
-    args=("limit", "job_prefix", "tenant"),
-    body="""
-local max_active = tonumber(limit)
-local admitted = {}
-while max_active == 0 or redis.call('SCARD', active) < max_active do
-  local job_id = redis.call('LPOP', waiting)
-  if not job_id then break end
-  if redis.call('HGET', job_prefix .. job_id, 'status') == 'queued' then
-    redis.call('SADD', active, job_id)
-    table.insert(admitted, job_id)
-  end
-end
-if redis.call('LLEN', waiting) == 0 then
-  redis.call('SREM', tenants_waiting, tenant)
-end
-return admitted
-""",
+    args=_ADMISSION_ARGS,
+    body=_ADMIT_WAITING + "return " + _ADMIT_CALL + "\n",
 )
 
+# Claims a queued job for `worker`: {'started', the record's fields and values as they now are},
+# or {the status that prevents it ('missing' when there is no record)}.
 START = LuaScript(
     "start",
     keys=("job_key", "running"),
     args=("job_id", "worker", "now", "channel"),
     body="""
 local status = redis.call('HGET', job_key, 'status')
-if status ~= 'queued' then return status or 'missing' end
+if status ~= 'queued' then return {status or 'missing'} end
 redis.call('HSET', job_key, 'status', 'running', 'started_at', now, 'worker', worker,
            'fraction', '0', 'message', 'started')
 redis.call('HINCRBY', job_key, 'attempts', 1)
 redis.call('ZADD', running, now, job_id)
 redis.call('PUBLISH', channel, cjson.encode({type = 'status', status = 'running'}))
-return 'started'
+local reply = redis.call('HGETALL', job_key)
+table.insert(reply, 1, 'started')
+return reply
 """,
 )
 
@@ -96,14 +161,23 @@ return 0
 # Ends a running job. Its artifacts are already in the blob store under `artifacts_prefix`
 # (held by a lease while they were written): publishing the job moves that lease to the job's
 # expiry, in the same step, so the blobs live exactly as long as the record that lists them.
-# `worker` '' means whoever runs it (the reaper settles jobs of dead workers).
+# `worker` '' means whoever runs it (the reaper settles jobs of dead workers). The place the job
+# held is given to the tenant's next waiting job (admission, as in CREATE), and its run time is
+# counted in `durations` (`duration_fields` are the buckets it falls in, `seconds_run` is added to
+# `duration_sum`; none for a job that never started). Returns {'finished', admitted jobs without
+# an RQ hash} or {'not-owner'}.
 FINISH = LuaScript(
     "finish",
-    keys=("job_key", "running", "active", "stats", "leases", "fanouts"),
-    args=("job_id", "worker", "status", "now", "ttl", "error_json", "result_json", "channel", "artifacts_prefix"),
-    body="""
+    keys=("job_key", "running", "active", "stats", "leases", "fanouts", "waiting", "tenants_waiting", "durations"),
+    args=(
+        "job_id", "worker", "status", "now", "ttl", "error_json", "result_json", "channel", "artifacts_prefix",
+        "seconds_run", "duration_sum", *_ADMISSION_ARGS,
+    ),  # fmt: skip
+    rest_args="duration_fields",
+    body=_ADMIT_WAITING
+    + """
 local state = redis.call('HMGET', job_key, 'status', 'worker', 'kind')
-if state[1] ~= 'running' or (worker ~= '' and state[2] ~= worker) then return 'not-owner' end
+if state[1] ~= 'running' or (worker ~= '' and state[2] ~= worker) then return {'not-owner'} end
 local seconds = tonumber(ttl)
 redis.call('ZREM', running, job_id)
 redis.call('ZREM', fanouts, job_id)
@@ -122,8 +196,16 @@ redis.call('HSET', job_key, unpack(fields))
 redis.call('EXPIRE', job_key, seconds)
 redis.call('SREM', active, job_id)
 redis.call('HINCRBY', stats, state[3] .. '|' .. status, 1)
+for i = 1, #duration_fields do redis.call('HINCRBY', durations, duration_fields[i], 1) end
+if duration_sum ~= '' then redis.call('HINCRBYFLOAT', durations, duration_sum, seconds_run) end
 redis.call('PUBLISH', channel, cjson.encode({type = 'status', status = status}))
-return 'finished'
+local reply = {'finished'}
+for _, id in ipairs("""
+    + _ADMIT_CALL
+    + """) do
+  table.insert(reply, id)
+end
+return reply
 """,
 )
 
@@ -152,7 +234,7 @@ return 'requeued'
 # Returns 'canceled', 'requested', 'missing' or the finished status that prevents it.
 CANCEL = LuaScript(
     "cancel",
-    keys=("job_key", "waiting", "active", "stats"),
+    keys=("job_key", "waiting", "active", "stats", "rq_pending"),
     args=("job_id", "now", "ttl", "channel"),
     body="""
 local state = redis.call('HMGET', job_key, 'status', 'kind')
@@ -164,6 +246,7 @@ if status == 'queued' then
   redis.call('EXPIRE', job_key, tonumber(ttl))
   redis.call('LREM', waiting, 0, job_id)
   redis.call('SREM', active, job_id)
+  redis.call('DEL', rq_pending)
   redis.call('HINCRBY', stats, state[2] .. '|canceled', 1)
   redis.call('PUBLISH', channel, cjson.encode({type = 'status', status = 'canceled'}))
   return 'canceled'

@@ -13,14 +13,10 @@ from service.keys import Keys
 JOB_DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 
-def observe_duration(connection: redis.Redis, keys: Keys, kind: str, seconds: float) -> None:
-    pipe = connection.pipeline(transaction=False)
-    for bound in JOB_DURATION_BUCKETS:
-        if seconds <= bound:
-            pipe.hincrby(keys.duration_stats, f"{kind}|{bound}", 1)
-    pipe.hincrby(keys.duration_stats, f"{kind}|+Inf", 1)
-    pipe.hincrbyfloat(keys.duration_stats, f"{kind}|sum", seconds)
-    pipe.execute()
+def duration_fields(kind: str, seconds: float) -> list[str]:
+    """The histogram buckets (fields of `keys.duration_stats`) a run of `seconds` counts in; the
+    FINISH script increments them, and adds the seconds to `{kind}|sum`."""
+    return [f"{kind}|{bound}" for bound in JOB_DURATION_BUCKETS if seconds <= bound] + [f"{kind}|+Inf"]
 
 
 def job_stats(connection: redis.Redis, keys: Keys, queue_key: str, worker_lost_after_seconds: float) -> dict[str, Any]:

@@ -9,14 +9,18 @@ detection within seconds). RQ still does what it is good at: the queue and the w
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import redis
 from rq import Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job as RQJob
 from rq.serializers import JSONSerializer
+from rq.utils import now as rq_now
+from rq.utils import utcformat
 
 from service.jobspec import Job, JobStatus
 from service.jobstore import scripts
@@ -33,6 +37,9 @@ RUN_JOB_FUNCTION = "worker.tasks.run_job"
 RQ_TIMEOUT_GRACE_SECONDS = 30
 # An admitted job that RQ does not know after this long was lost between admission and enqueue.
 ENQUEUE_REPAIR_AFTER_SECONDS = 5.0
+# RQ job hashes built by RQ, kept per shape of job (see JobStore.rq_job_fields).
+_RQ_TEMPLATES = 256
+_RQ_ID_PLACEHOLDER = "rq-job-id-placeholder-0123456789"
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,33 @@ class CreateOutcome:
     job_id: str
     created: bool
     fingerprint_matches: bool = True
+    # The new job's record as written (None for a replayed idempotency key): what the API answers
+    # with, without reading it back.
+    record: JobRecord | None = None
+    # Jobs this create's admission let in that have no RQ job hash (created by a version before
+    # the hash was written at create): they still have to be handed to RQ (`JobStore.enqueue`).
+    unqueued: tuple[str, ...] = ()
+    # A catalog record the job was planned against changed: nothing was created.
+    stale: bool = False
+
+
+class CatalogCheck(NamedTuple):
+    """A catalog record a create was planned against, checked by the CREATE script: the
+    tenant's catalog key, the built-in one (read when the tenant has no such record), the record
+    id and the sha1 of the record's JSON as read."""
+
+    own_key: str
+    builtin_key: str
+    record_id: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A create, ready to send: the record, and the named arguments of the CREATE script."""
+
+    record: JobRecord
+    script_args: dict[str, Any] = field(repr=False)
 
 
 class CancelOutcome:
@@ -58,6 +92,7 @@ class JobStore:
         self.keys = Keys(settings.namespace)
         self.queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
         self.webhooks = WebhookOutbox(connection, settings)
+        self._rq_templates: dict[tuple[int, str], tuple[dict[str, Any], bytes]] = {}
         self._create = scripts.CREATE.bind(connection)
         self._admit = scripts.ADMIT.bind(connection)
         self._cancel = scripts.CANCEL.bind(connection)
@@ -134,7 +169,7 @@ class JobStore:
 
     # ---- client transitions -----------------------------------------------------------
 
-    def create(
+    def new_job(
         self,
         tenant: str,
         *,
@@ -146,7 +181,11 @@ class JobStore:
         idempotency_key: str | None = None,
         fingerprint: str = "",
         webhook: dict[str, Any] | None = None,
-    ) -> CreateOutcome:
+        catalog_checks: Sequence[CatalogCheck] = (),
+    ) -> NewJob:
+        """Everything a create sends, built without Redis (the sync `create` and the API's async
+        one send the same script: service/jobstore/creates.py). `catalog_checks`: the records
+        the job was planned against, which must not have changed (else the outcome is `stale`)."""
         now = time.time()
         job_id = new_job_id(now)
         record = JobRecord(
@@ -162,31 +201,50 @@ class JobStore:
             message="queued",
             webhook=webhook,
         )
-        fields = [item for pair in record.to_redis().items() for item in pair]
-        outcome, stored_id, stored_fingerprint = (
-            _text(v)
-            for v in self._create(
-                job_key=self.keys.job(job_id),
-                tenant_jobs=self.keys.tenant_jobs(tenant),
-                waiting=self.keys.tenant_waiting(tenant),
-                tenants_waiting=self.keys.tenants_waiting,
-                idem_key=self.keys.idempotency(tenant, idempotency_key or ""),
-                stats=self.keys.job_stats,
-                tenants=self.keys.tenants,
-                job_id=job_id,
-                has_idem=bool(idempotency_key),
-                fingerprint=fingerprint,
-                idem_ttl=self.settings.result_ttl_seconds,
-                tenant=tenant,
-                job_prefix=self.keys.job_prefix,
-                stat_field=f"{kind}|queued",
-                fields=fields,
-            )
+        fields = [item for check in catalog_checks for item in (check.record_id, check.digest)]
+        record_fields = [item for pair in record.to_redis().items() for item in pair]
+        fields += record_fields
+        fields += [item for pair in self.rq_job_fields(record).items() for item in pair]
+        script_args = dict(
+            job_key=self.keys.job(job_id),
+            rq_pending=self.keys.rq_pending(job_id),
+            tenant_jobs=self.keys.tenant_jobs(tenant),
+            idem_key=self.keys.idempotency(tenant, idempotency_key or ""),
+            stats=self.keys.job_stats,
+            tenants=self.keys.tenants,
+            job_id=job_id,
+            has_idem=bool(idempotency_key),
+            fingerprint=fingerprint,
+            idem_ttl=self.settings.result_ttl_seconds,
+            stat_field=f"{kind}|queued",
+            **self.admission_args(tenant),
+            checks=len(catalog_checks),
+            record_length=len(record_fields),
+            catalog_keys=[key for check in catalog_checks for key in (check.own_key, check.builtin_key)],
+            fields=fields,
         )
+        return NewJob(record, script_args)
+
+    @staticmethod
+    def create_outcome(new: NewJob, reply: list[Any]) -> CreateOutcome:
+        """What the CREATE script's reply means."""
+        outcome, stored_id, stored_fingerprint, *unqueued = (_text(v) for v in reply)
         if outcome == "existing":
-            return CreateOutcome(stored_id, created=False, fingerprint_matches=stored_fingerprint == fingerprint)
-        self.admit(tenant)
-        return CreateOutcome(job_id, created=True)
+            return CreateOutcome(
+                stored_id, created=False, fingerprint_matches=stored_fingerprint == new.script_args["fingerprint"]
+            )
+        if outcome == "stale":
+            return CreateOutcome(stored_id, created=False, stale=True)
+        return CreateOutcome(stored_id, created=True, record=new.record, unqueued=tuple(unqueued))
+
+    def create(self, tenant: str, **fields: Any) -> CreateOutcome:
+        """A new job, queued on RQ at once if the tenant is under its limit (else it waits for
+        admission). Takes `new_job`'s arguments. One round trip."""
+        new = self.new_job(tenant, **fields)
+        outcome = self.create_outcome(new, self._create(**new.script_args))
+        for job_id in outcome.unqueued:
+            self.enqueue(job_id)
+        return outcome
 
     def cancel(self, tenant: str, job_id: str) -> tuple[str, Job | None]:
         """Cancel now if queued, ask the worker if running. Returns (outcome, job after it)."""
@@ -198,6 +256,7 @@ class JobStore:
                 waiting=self.keys.tenant_waiting(tenant),
                 active=self.keys.tenant_active(tenant),
                 stats=self.keys.job_stats,
+                rq_pending=self.keys.rq_pending(job_id),
                 job_id=job_id,
                 now=repr(time.time()),
                 ttl=self.settings.result_ttl_seconds,
@@ -253,21 +312,28 @@ class JobStore:
     # ---- admission onto RQ -----------------------------------------------------------
 
     def admit(self, tenant: str) -> list[str]:
-        """Move the tenant's waiting jobs onto RQ while it is under its concurrency limit."""
-        admitted = [
-            _text(job_id)
-            for job_id in self._admit(
-                waiting=self.keys.tenant_waiting(tenant),
-                active=self.keys.tenant_active(tenant),
-                tenants_waiting=self.keys.tenants_waiting,
-                limit=self.settings.max_concurrent_jobs_per_tenant,
-                job_prefix=self.keys.job_prefix,
-                tenant=tenant,
-            )
-        ]
-        for job_id in admitted:
+        """Move the tenant's waiting jobs onto RQ while it is under its concurrency limit (the
+        script hands them to RQ itself); returns those that had no RQ job hash, which are queued
+        here (jobs created by a version before the hash was written at create)."""
+        unqueued = [_text(job_id) for job_id in self._admit(**self.admission_args(tenant))]
+        for job_id in unqueued:
             self.enqueue(job_id)
-        return admitted
+        return unqueued
+
+    def admission_args(self, tenant: str) -> dict[str, Any]:
+        """The keys and arguments of the scripts that admit waiting jobs (CREATE, FINISH, ADMIT)."""
+        return {
+            "waiting": self.keys.tenant_waiting(tenant),
+            "active": self.keys.tenant_active(tenant),
+            "tenants_waiting": self.keys.tenants_waiting,
+            "limit": self.settings.max_concurrent_jobs_per_tenant,
+            "job_prefix": self.keys.job_prefix,
+            "tenant": tenant,
+            "pending_prefix": self.keys.rq_pending_prefix,
+            "rq_job_prefix": RQJob.redis_job_namespace_prefix,
+            "rq_queue": self.queue.key,
+            "rq_queues": self.queue.redis_queues_keys,
+        }
 
     def enqueue(self, job_id: str, *, after_dependencies: bool = True) -> None:
         """Hand the job to RQ; a fan-out step waits there for the steps it depends on, unless
@@ -281,26 +347,71 @@ class JobStore:
             job_id=job_id,
             # A fan-out's merge step runs once RQ has run every shard it waits for.
             depends_on=(record.after or None) if after_dependencies else None,
-            timeout=record.timeout_seconds + RQ_TIMEOUT_GRACE_SECONDS,
-            result_ttl=0,
-            failure_ttl=self.settings.result_ttl_seconds,
-            description=f"{record.kind} on {record.model}",
+            **self._rq_options(record),
         )
 
+    def _rq_options(self, record: JobRecord) -> dict[str, Any]:
+        return {
+            "timeout": record.timeout_seconds + RQ_TIMEOUT_GRACE_SECONDS,
+            "result_ttl": 0,
+            "failure_ttl": self.settings.result_ttl_seconds,
+            "description": f"{record.kind} on {record.model}",
+        }
+
+    def rq_job_fields(self, record: JobRecord) -> dict[str, Any]:
+        """RQ's job hash for a job without dependencies, as `enqueue` would have RQ write it; the
+        CREATE script writes it and queues the id in the same step as the record.
+
+        RQ's own code builds it once per shape of job (timeout, description); a job then differs
+        only in its id, inside the compressed call data, and its times (RQ's job constructor is
+        most of a create's CPU otherwise). tests/service/jobstore/test_create.py holds it to what
+        RQ writes itself."""
+        options = self._rq_options(record)
+        shape = (options["timeout"], options["description"])
+        template = self._rq_templates.get(shape)
+        if template is None:
+            job = self.queue.create_job(RUN_JOB_FUNCTION, args=(_RQ_ID_PLACEHOLDER,), job_id=_RQ_ID_PLACEHOLDER, **options)
+            job.origin = self.queue.name
+            job.enqueued_at = rq_now()
+            fields = job.to_dict()
+            call = zlib.decompress(fields["data"])
+            if call.count(_RQ_ID_PLACEHOLDER.encode()) != 1:
+                raise RuntimeError("RQ's call data does not hold the job id once")
+            template = (fields, call)
+            if len(self._rq_templates) < _RQ_TEMPLATES:
+                self._rq_templates[shape] = template
+        fields, call = template
+        now = utcformat(rq_now())
+        return {
+            **fields,
+            "created_at": now,
+            "enqueued_at": now,
+            "data": zlib.compress(call.replace(_RQ_ID_PLACEHOLDER.encode(), record.id.encode())),
+        }
+
     def repair_admissions(self) -> int:
-        """Re-enqueue admitted jobs that never reached RQ (a crash between admit and enqueue)
-        and admit waiting jobs of tenants that have room. Returns how many were enqueued."""
+        """Admit waiting jobs of tenants that have room, and re-enqueue admitted jobs that never
+        reached RQ (a crash between an admission and RQ's enqueue, possible only for jobs that
+        the scripts could not hand to RQ themselves). Returns how many this call queued on RQ.
+        A few round trips per tenant, whatever its number of jobs: the reaper runs it often."""
         enqueued = 0
         for tenant in [_text(t) for t in self.redis.smembers(self.keys.tenants_waiting)]:
             enqueued += len(self.admit(tenant))
         for tenant in [_text(t) for t in self.redis.smembers(self.keys.tenants)]:
             key = self.keys.tenant_active(tenant)
-            for job_id in [_text(i) for i in self.redis.smembers(key)]:
-                record = self.record(job_id)
-                if record is None:
+            ids = [_text(i) for i in self.redis.smembers(key)]
+            if not ids:
+                continue
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hmget(self.keys.job(job_id), "status", "created_at")
+                pipe.exists(RQJob.key_for(job_id))
+            found = pipe.execute()
+            for job_id, (status, created_at), on_rq in zip(ids, found[::2], found[1::2], strict=True):
+                if status is None:
                     self.redis.srem(key, job_id)
-                elif record.status == JobStatus.queued and not RQJob.exists(job_id, connection=self.redis):
-                    if time.time() - record.created_at > ENQUEUE_REPAIR_AFTER_SECONDS:
+                elif _text(status) == JobStatus.queued and not on_rq:
+                    if time.time() - float(created_at) > ENQUEUE_REPAIR_AFTER_SECONDS:
                         self.enqueue(job_id)
                         enqueued += 1
         return enqueued

@@ -32,8 +32,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from service.jobspec import DatasetUse, JobKind
 from service.kinds.actmax_objective import check_activation_maximization, default_class_layer
+from service.kinds.actmax_seed import AccentuationSpec, InitImage
 from service.kinds.actmax_transforms import TransformSpec, standard_transforms
 from service.kinds.cost import Estimate, Rates, estimate, input_pixels, network
+from service.kinds.trust import PathSimilaritySpec
 
 # The limits' defaults. A deployment sets its own in Settings (GLASSBOX_ACTMAX_MAX_SIZE, ...): the
 # API validates params with the settings in pydantic's validation context (see `limits`), and a
@@ -45,7 +47,13 @@ MAX_IMAGES_PER_UNIT = 16
 MAX_IMAGES = 128  # units x images_per_unit: the optimization's batch
 MAX_THRESHOLDS = 32  # snapshot steps
 
+# Regularizers that edit the image in place (its magnitude): MACO refuses them
+# (worker/core/actmax/maco.py says why; tests check the two lists agree).
+MACO_UNSUPPORTED_REGULARIZERS = ("l2", "blur_every", "clip_norm_percentile", "clip_contribution_percentile")
+
 DEFAULT_SIZE = 128
+DEFAULT_LR = 0.05
+DEFAULT_MACO_LR = 0.2
 DEFAULT_STEPS = 256
 DEFAULT_INIT_SD = 0.2
 DEFAULT_SOFTMAX_WEIGHT = 6.0
@@ -85,10 +93,11 @@ class ObjectiveSpec(BaseModel):
     )
     position: list[int] | None = Field(
         default=None,
-        min_length=2,
+        min_length=1,
         max_length=2,
-        description="[y, x] in the layer's feature map, for neuron (default: the centre) and "
-        "direction (default: the mean over all positions).",
+        description="[y, x] in the layer's feature map, or [token] in a `tokens` layer (a transformer's), for "
+        "neuron (default: the centre; a transformer's centre patch token) and direction (default: the mean "
+        "over all positions).",
     )
     vector: list[float] | None = Field(
         default=None, min_length=1, description="direction: one weight per channel of the layer."
@@ -176,10 +185,39 @@ class ActivationMaximizationParams(BaseModel):
         "the model's input size (so neuron positions are those listed for the model).",
     )
     steps: int = Field(default=DEFAULT_STEPS, ge=1, description="Optimization steps.")
-    lr: float = Field(default=0.05, gt=0.0, le=100.0, description="Learning rate.")
+    lr: float = Field(
+        default=None,
+        gt=0.0,
+        le=100.0,
+        description="Learning rate. Default 0.05 (fft, pixel) or 0.2 (maco: a phase moves slower than a "
+        "spectrum; on shapes-cnn maco at 0.05 rises about half as far in 32 steps).",
+        json_schema_extra={"default": 0.05},
+    )
     optimizer: Literal["adam", "sgd"] = "adam"
-    parameterization: Literal["fft", "pixel"] = Field(
-        default="fft", description="fft: a 1/f-scaled Fourier basis (Olah et al.); pixel: plain pixels."
+    parameterization: Literal["fft", "pixel", "maco"] = Field(
+        default="fft",
+        description="fft: a 1/f-scaled Fourier basis (Olah et al.); pixel: plain pixels; maco: only the "
+        "phase of the spectrum is optimized, its magnitude fixed to natural images' (Fel et al. 2023: "
+        "`spectrum_dataset`'s average, else a 1/f prior), with a transparency map (alpha.npy).",
+    )
+    spectrum_dataset: str | None = Field(
+        default=None,
+        description="maco only: the image dataset whose average Fourier magnitude the images keep "
+        "(computed once per dataset and input size, then cached). Default: `reference_dataset` if "
+        "given, else the 1/f natural-image prior.",
+    )
+    init: InitImage | None = Field(
+        default=None,
+        description="Feature accentuation (Hamblin et al. 2024): start from this image instead of noise; "
+        "the result shows the seed, the accentuation and their difference.",
+    )
+    accentuation: AccentuationSpec | None = Field(
+        default=None, description="With `init`: the term keeping a layer's activations near the seed's."
+    )
+    path_similarity: PathSimilaritySpec = Field(
+        default_factory=PathSimilaritySpec,
+        description="The trust panel's path-similarity check (Geirhos et al. 2024), on by default with a "
+        "`reference_dataset`.",
     )
     decorrelate: bool = Field(
         default=True, description="Optimize in a decorrelated colour space (Lucid's ImageNet colour SVD)."
@@ -250,7 +288,26 @@ class ActivationMaximizationParams(BaseModel):
         for step in self.thresholds:
             if not 1 <= step <= self.steps:
                 raise ValueError(f"threshold {step} is not a step between 1 and steps ({self.steps})")
+        if self.lr is None:
+            self.lr = DEFAULT_MACO_LR if self.parameterization == "maco" else DEFAULT_LR
+        if self.accentuation is not None and self.init is None:
+            raise ValueError("`accentuation` tunes a render that starts from `init`; give `init` too")
+        if self.spectrum_dataset is not None and self.parameterization != "maco":
+            raise ValueError("`spectrum_dataset` is the magnitude of parameterization maco only")
+        if self.parameterization == "maco":
+            edits = [name for name in MACO_UNSUPPORTED_REGULARIZERS if getattr(self.regularizers, name)]
+            if edits:
+                raise ValueError(
+                    f"regularizers {edits} edit the image's magnitude, which maco keeps fixed; use tv, or "
+                    "parameterization fft"
+                )
         return self
+
+    def spectrum_source(self) -> str | None:
+        """The dataset MACO's magnitude comes from (None: the 1/f prior, or not maco)."""
+        if self.parameterization != "maco":
+            return None
+        return self.spectrum_dataset or self.reference_dataset
 
     def transform_specs(self) -> list[dict[str, Any]]:
         """The transforms as explicit specs (`standard` resolved at this size)."""
@@ -291,6 +348,15 @@ def activation_maximization_cost(
     )
 
 
+def _datasets(params: ActivationMaximizationParams) -> list[DatasetUse]:
+    uses = [
+        DatasetUse(("reference_dataset",), params.reference_dataset, "images") if params.reference_dataset else None,
+        DatasetUse(("spectrum_dataset",), params.spectrum_dataset, "images") if params.spectrum_dataset else None,
+        DatasetUse(("init", "dataset"), params.init.dataset, "images") if params.init and params.init.dataset else None,
+    ]
+    return [use for use in uses if use is not None]
+
+
 JOB_KINDS = [
     JobKind(
         name="activation_maximization",
@@ -303,8 +369,6 @@ JOB_KINDS = [
         "transforms, its ratio to the strongest dataset example and whether the unit is the top one.",
         check=check_activation_maximization,
         cost=activation_maximization_cost,
-        datasets=lambda params: (
-            [DatasetUse(("reference_dataset",), params.reference_dataset, "images")] if params.reference_dataset else []
-        ),
+        datasets=_datasets,
     )
 ]

@@ -76,10 +76,12 @@ def resolve_objective(params: ActivationMaximizationParams, record: dict[str, An
         check_position(layer, position, [*base, "position"])
     elif objective.type == "neuron" and len(shape) == 3:
         position = [shape[1] // 2, shape[2] // 2]
-    if objective.type == "neuron" and len(shape) not in (1, 3):
+    elif objective.type == "neuron" and len(shape) == 2:
+        position = [_centre_token(layer, shape[1])]
+    if objective.type == "neuron" and len(shape) not in (1, 2, 3):
         raise invalid(
             [*base, "layer"],
-            f"layer {name!r} has output shape {shape}; a neuron needs [C] or [C, H, W]",
+            f"layer {name!r} has output shape {shape}; a neuron needs [C], [C, tokens] or [C, H, W]",
             "unsupported-layer",
         )
     if objective.vector is not None and len(objective.vector) != int(layer["units"]):
@@ -98,5 +100,17 @@ def resolve_objective(params: ActivationMaximizationParams, record: dict[str, An
     }
 
 
+def _centre_token(layer: dict[str, Any], tokens: int) -> int:
+    """A [features, tokens] layer's default neuron position: the token of the image's centre
+    patch where the layer maps tokens to patches (`token_grid`), else the middle token."""
+    grid, prefix = layer.get("token_grid"), int(layer.get("prefix_tokens") or 0)
+    if grid:
+        rows, columns = grid
+        return prefix + (rows // 2) * columns + columns // 2
+    return tokens // 2
+
+
 def check_activation_maximization(params: ActivationMaximizationParams, record: dict[str, Any]) -> None:
     resolve_objective(params, record)
+    if params.accentuation is not None and params.accentuation.layer is not None:
+        find_layer(record, params.accentuation.layer, ["body", "params", "accentuation", "layer"])

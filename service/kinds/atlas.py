@@ -25,7 +25,7 @@ from service.kinds.activation_index import DEFAULT_SHARD_IMAGES, MAX_K
 from service.kinds.activation_maximization import ActivationMaximizationParams, limit
 from service.kinds.cost import Estimate, Rates, estimate, input_pixels, network
 from service.kinds.deconvnet import MAX_CHANNELS, MAX_PROJECTIONS
-from service.kinds.layers import check_units, find_layer
+from service.kinds.layers import check_projection_method, check_units, find_layer
 from service.validation import invalid
 
 DEFAULT_TOP_K = 9
@@ -125,6 +125,8 @@ def check_atlas(params: AtlasParams, record: dict[str, Any]) -> None:
     if layer is not None and len(layer.get("output_shape") or []) != 3:
         raise invalid(["body", "params", "layer"], f"an atlas needs a convolutional layer ([C, H, W]); "
                       f"{params.layer!r} has shape {layer.get('output_shape')}")  # fmt: skip
+    if layer is not None:
+        check_projection_method(params.method, record, params.layer, ["body", "params", "method"])
     if layer is not None and params.units is not None:
         check_units(layer, params.units, ["body", "params", "units"])
     if max(params.top_k, params.bottom_k) > MAX_K:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from service.jobspec import DatasetUse, JobKind
 from service.kinds.cost import Estimate, Rates, estimate, input_pixels, network
-from service.kinds.layers import check_position, check_units, find_layer
+from service.kinds.layers import check_position, check_projection_method, check_units, find_layer
 from service.uploads import UploadRejected, check_image_header
 from service.validation import invalid
 
@@ -36,7 +36,9 @@ class DeconvnetParams(BaseModel):
         description="Without `channels`: how many channels to show (default 8), chosen to show different things: "
         "the strongest, then each time the one whose top-k images overlap least with those already chosen.",
     )
-    dataset: str | None = Field(default=None, description="An image dataset id (its images in file-name order, shard by shard).")
+    dataset: str | None = Field(
+        default=None, description="An image dataset id (its images in file-name order, shard by shard)."
+    )
     images: list[str] | None = Field(
         default=None,
         min_length=1,
@@ -48,20 +50,34 @@ class DeconvnetParams(BaseModel):
     )
     position: list[int] | None = Field(
         default=None,
-        min_length=2,
+        min_length=1,
         max_length=2,
-        description="[y, x] in the layer's feature map: project that neuron (one image, one channel).",
+        description="[y, x] in the layer's feature map, or [token] in a `tokens` layer (a transformer's; "
+        "GET /v1/models/{id} lists each layer's `layout`): project that neuron (one image, one channel).",
     )
     method: Literal["deconvnet", "guided_backprop", "saliency"] = Field(
         default="deconvnet",
         description="deconvnet: ReLUs rectify the signal going down; guided_backprop: also masked by "
-        "the forward input; saliency: the plain gradient.",
+        "the forward input; saliency: the plain gradient. deconvnet and guided_backprop are defined for "
+        "ReLU networks only: a layer reached through a GELU, SiLU, sigmoid, attention ... is a 422 for "
+        "them; saliency applies to every network.",
     )
     crop: bool = Field(default=True, description="Crop each figure cell to the neuron's receptive field.")
     batch_size: int = Field(
         default=32, ge=1, le=1024, description="Neurons projected per backward pass (memory bound)."
     )
-    seed: int = Field(default=0, ge=0, description="Accepted for uniformity; a deconvnet job has no randomness.")
+    seed: int = Field(
+        default=0,
+        ge=0,
+        description="Seeds the randomization check's random weights (the projections have no randomness).",
+    )
+    randomization_check: bool = Field(
+        default=False,
+        description="The trust panel's sanity check (Adebayo et al. 2018): the same projections on a copy of the model "
+        "whose weights from the layer down to the input are re-initialized, and their similarity to the real ones "
+        "(rank correlation and SSIM, corrected by a control pair); flagged when the projection barely depends on the "
+        "learned weights. About two more projection passes.",
+    )
 
     @field_validator("images")
     @classmethod
@@ -87,7 +103,9 @@ class DeconvnetParams(BaseModel):
             raise ValueError("give `channels` or `top_channels`, not both")
         if self.position is not None:
             if self.images is None or len(self.images) != 1 or not self.channels or len(self.channels) != 1:
-                raise ValueError("`position` projects one neuron: it needs exactly one image in `images` and one channel")
+                raise ValueError(
+                    "`position` projects one neuron: it needs exactly one image in `images` and one channel"
+                )
         if len(self.channels or range(self.top_channels or DEFAULT_TOP_CHANNELS)) * self.top_k > MAX_PROJECTIONS:
             raise ValueError(f"channels x top_k is over {MAX_PROJECTIONS} projections; ask for fewer")
         return self
@@ -99,6 +117,7 @@ def check_deconvnet(params: DeconvnetParams, record: dict[str, Any]) -> None:
     layer = find_layer(record, params.layer, ["body", "params", "layer"])
     if layer is None:
         return  # layers not recorded yet (a torchvision model no job has loaded): the worker checks
+    check_projection_method(params.method, record, params.layer, ["body", "params", "method"])
     if params.channels is not None:
         check_units(layer, params.channels, ["body", "params", "channels"])
     if params.top_channels is not None and params.top_channels > layer["units"]:
@@ -111,7 +130,9 @@ def deconvnet_cost(params: DeconvnetParams, record: dict[str, Any], datasets: di
     """A forward pass over the images (stopping at the layer), then per projected neuron a
     forward and backward pass for its projection and two more for its receptive field, and a PNG."""
     images = len(params.images) if params.images is not None else int(datasets[params.dataset].get("count") or 0)
-    channels = 1 if params.position is not None else len(params.channels or range(params.top_channels or DEFAULT_TOP_CHANNELS))
+    channels = (
+        1 if params.position is not None else len(params.channels or range(params.top_channels or DEFAULT_TOP_CHANNELS))
+    )
     projections = 1 if params.position is not None else channels * min(params.top_k, images)
     net = network(record, params.layer)
     pixels = input_pixels(record)

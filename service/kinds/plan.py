@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from service.catalogs import Catalog
 from service.jobspec import DatasetUse, JobKind
-from service.model_refs import ModelRefError, parse_model_ref
+from service.model_refs import ModelRef, ModelRefError, parse_model_ref
 from service.settings import Settings
 from service.validation import invalid, nested_validation_error
 
@@ -52,6 +52,46 @@ def validate_params(kind: JobKind, raw: dict[str, Any], settings: Settings | Non
         raise nested_validation_error(exc, "params", "invalid-params", kind.params_model) from exc
 
 
+@dataclass(frozen=True)
+class PlanRequest:
+    """What a job request says, checked without the shared state: the kind, its validated
+    params, the model reference and the datasets the params name (whose records the plan needs:
+    a caller can read them all ahead, in one round trip, service/api/admission.py)."""
+
+    kind: JobKind
+    params: BaseModel
+    model: str  # as the request names it
+    model_ref: ModelRef
+    dataset_uses: list[DatasetUse]
+
+
+def read_request(
+    kinds: dict[str, JobKind], kind_name: str, raw_params: dict[str, Any], model: str, settings: Settings | None = None
+) -> PlanRequest:
+    kind = find_kind(kinds, kind_name)
+    params = validate_params(kind, raw_params, settings)
+    try:
+        model_ref = parse_model_ref(model)
+    except ModelRefError as exc:
+        raise invalid(["body", "model"], str(exc), "invalid-model") from exc
+    return PlanRequest(kind, params, model, model_ref, kind.datasets(params) if kind.datasets is not None else [])
+
+
+def plan_request(request: PlanRequest, tenant: str, models: Catalog, datasets: Catalog) -> JobPlan:
+    """The request checked against the catalogs' records of its model and datasets."""
+    kind, params, model_ref = request.kind, request.params, request.model_ref
+    model_record = models.get(tenant, model_ref.id)
+    if model_record is None:
+        allowed = ", ".join(models.ids(tenant)) or "none"
+        raise invalid(["body", "model"], f"unknown model {request.model!r}; allowed: {allowed}", "unknown-model")
+    if kind.check is not None:
+        kind.check(params, model_record)
+    dataset_records = {
+        use.dataset_id: check_dataset(use, tenant, datasets, model_record) for use in request.dataset_uses
+    }
+    return JobPlan(kind, params, model_record, dataset_records)
+
+
 def plan_job(
     kinds: dict[str, JobKind],
     kind_name: str,
@@ -62,23 +102,7 @@ def plan_job(
     datasets: Catalog,
     settings: Settings | None = None,
 ) -> JobPlan:
-    kind = find_kind(kinds, kind_name)
-    params = validate_params(kind, raw_params, settings)
-    try:
-        model_ref = parse_model_ref(model)
-    except ModelRefError as exc:
-        raise invalid(["body", "model"], str(exc), "invalid-model") from exc
-    model_record = models.get(tenant, model_ref.id)
-    if model_record is None:
-        allowed = ", ".join(models.ids(tenant)) or "none"
-        raise invalid(["body", "model"], f"unknown model {model!r}; allowed: {allowed}", "unknown-model")
-    if kind.check is not None:
-        kind.check(params, model_record)
-    dataset_records = {
-        use.dataset_id: check_dataset(use, tenant, datasets, model_record)
-        for use in (kind.datasets(params) if kind.datasets is not None else [])
-    }
-    return JobPlan(kind, params, model_record, dataset_records)
+    return plan_request(read_request(kinds, kind_name, raw_params, model, settings), tenant, models, datasets)
 
 
 def check_dataset(use: DatasetUse, tenant: str, datasets: Catalog, model_record: dict[str, Any]) -> dict[str, Any]:

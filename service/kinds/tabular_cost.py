@@ -21,6 +21,7 @@ from service.kinds.tabular_params import (
     MAX_N_SAMPLES,
     BackgroundBaseline,
     TabularAttributionParams,
+    made,
 )
 
 
@@ -116,9 +117,10 @@ def tabular_attribution_cost(
     params: TabularAttributionParams, record: dict[str, Any], datasets: dict[str, dict[str, Any]]
 ) -> Estimate:
     """The method's model evaluations (`estimated_evaluations`, the same count the limit uses:
-    building each input, and the model's forward pass), per-row bookkeeping, and the charts:
-    importance, a waterfall per row up to 10 rows, a beeswarm from 10 rows on (the interaction
-    methods: importance, the pair matrix, the pair view and one row's chart)."""
+    building each input, and the model's forward pass), per-row bookkeeping, the dataset views
+    when the job makes them (`dataset_views`, the kind's fixed part), and the charts when it draws
+    them (`charts`): importance, a waterfall per row up to 10 rows, a beeswarm from 10 rows on
+    (the interaction methods: importance, the pair matrix, the pair view and one row's chart)."""
     table = int(datasets[params.dataset].get("count") or 0) if params.dataset else 0
     rows = (
         len(params.rows) if params.rows is not None else len(params.indices or []) or min(params.sample or table, table)
@@ -126,7 +128,9 @@ def tabular_attribution_cost(
     background = params.baseline.size if isinstance(params.baseline, BackgroundBaseline) else 1
     variables = len(tabular_features(record) or [])
     evaluations = estimated_evaluations(params.method, rows, background, variables, params.n_steps, params.n_samples)
-    if params.method in INTERACTION_METHODS:
+    if not made(params.charts, rows):
+        charts = 0
+    elif params.method in INTERACTION_METHODS:
         charts = 4  # importance, the pair matrix, the pair view, one row's terms
     else:
         charts = 1 + (rows if rows <= 10 else 0) + (1 if rows >= 10 else 0)
@@ -136,7 +140,7 @@ def tabular_attribution_cost(
         per_row = max(1, evaluations // max(1, rows))
         return (
             rates.job
-            + rates.tabular_job
+            + (rates.tabular_job if made(params.dataset_views, rows) else 0.0)
             + rows * rates.tabular_row
             + evaluations * rates.evaluation
             + net.forward(rates, evaluations, per_row)

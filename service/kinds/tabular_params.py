@@ -27,6 +27,10 @@ MAX_EXACT_SHAPLEY_VARIABLES = 12
 MAX_MODEL_EVALUATIONS = 500_000_000
 MAX_ERRORS_LISTED = 50
 
+# A job that leaves `dataset_views` or `charts` unset makes them when it explains at least this
+# many rows: explaining one prediction at a time (a few rows) pays for its attributions only.
+AUTO_MIN_ROWS = 50
+
 DEFAULT_N_STEPS = 100  # integrated_gradients
 DEFAULT_HESSIAN_STEPS = 32  # integrated_hessians
 DEFAULT_BACKGROUND_SIZE = 100
@@ -175,6 +179,20 @@ class TabularAttributionParams(BaseModel):
     )
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seeds row sampling and the sampling methods.")
     top_k: int = Field(default=9, ge=1, le=MAX_TOP_K, description="Rows listed that activate the target most.")
+    dataset_views: bool | None = Field(
+        default=None,
+        description="The views over the reference rows (every encodable row of `dataset`, or the inline "
+        "rows): `top_rows`, the rows that activate the target most, and `maximizing_input`, the input "
+        f"that maximizes it. true: computed; false: skipped; default: computed when the job explains at "
+        f"least {AUTO_MIN_ROWS} rows. result.json's `skipped` names what was skipped and how to ask for it.",
+    )
+    charts: bool | None = Field(
+        default=None,
+        description="The PNG charts (importance.png, a waterfall per row up to 10 rows, summary.png from 10 "
+        "rows; the interaction methods' interactions.png, pair_view.png and interactions_row_<index>.png). "
+        f"true: drawn; false: not; default: drawn when the job explains at least {AUTO_MIN_ROWS} rows. "
+        "result.json's `skipped` says when they were not.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> TabularAttributionParams:
@@ -189,3 +207,9 @@ class TabularAttributionParams(BaseModel):
         if self.method == "shapley_interactions" and self.index is None:
             self.index = DEFAULT_INTERACTION_INDEX  # resolved here, so the stored params name it
         return self
+
+
+def made(asked: bool | None, rows: int) -> bool:
+    """Whether a job makes an optional part of its result (`dataset_views`, `charts`): as asked,
+    else when it explains at least AUTO_MIN_ROWS rows."""
+    return asked if asked is not None else rows >= AUTO_MIN_ROWS

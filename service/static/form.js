@@ -12,6 +12,9 @@ const LAYER_PARAMS = new Set(["layer"]);
 const UNITS_PARAMS = new Set(["channels", "units"]);
 const UNIT_PARAMS = new Set(["unit"]);
 const DATASET_PARAMS = new Set(["dataset", "reference_dataset"]);
+// What a person at the page looks at although the API makes it for large jobs only by default:
+// a tabular attribution's charts (`charts`, drawn unasked from 50 rows on).
+const PAGE_DEFAULTS = { charts: true };
 const PRIMARY_FIELD_COUNT = 5;
 
 // Which fields of a parameter group apply to each value of its discriminator, and which of them
@@ -274,6 +277,7 @@ export function renderKindForm() {
   const dataset = suggestedDataset();
   for (const field of state.fields) {
     if (!field.group && DATASET_PARAMS.has(field.name) && field.read() === undefined && dataset) field.write(dataset);
+    if (!field.group && field.path.length === 1 && field.name in PAGE_DEFAULTS && field.read() === undefined) field.write(PAGE_DEFAULTS[field.name]);
   }
   applySelection();
 }

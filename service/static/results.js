@@ -6,6 +6,7 @@ import { ApiError, api, showProblem } from "./api.js";
 import { state } from "./state.js";
 import { interactionSections } from "./interactions.js";
 import { atlasResultView } from "./atlas_result.js";
+import { actmaxTrust, projectionTrust } from "./trust.js";
 
 export function revokeBlobs() {
   for (const url of state.blobUrls) URL.revokeObjectURL(url);
@@ -196,6 +197,8 @@ function deconvnetView(root, job, doc, artifacts, signal, shown) {
   // short whatever top_k and the number of channels.
   root.append(section("Projections", h("p", { class: "muted small" }, "Each projection beside the image patch it came from."),
     h("div", { class: "projections scroll-box" }, rows)));
+  const trust = projectionTrust(doc);
+  if (trust) root.append(trust);
 }
 
 /** A projection beside its image patch (`patch-NNN.png`, when the job made one), and its numbers. */
@@ -265,7 +268,8 @@ function activationMaximizationView(root, job, doc, artifacts, signal, shown) {
   let next = 0;
   // Shown by name below, or not worth a line on a card.
   const known = new Set(["index", "unit", "label", "activation", "robust_activation", "dataset_max", "dataset_max_image",
-    "ratio_to_dataset_max", "is_top_unit", "dead", "copy", "top_label", "file", "png", "artifact", "image", "name"]);
+    "ratio_to_dataset_max", "is_top_unit", "dead", "copy", "top_label", "file", "png", "artifact", "image", "name",
+    "path_similarity", "path_flagged"]);
   const copies = new Set(images.map((item) => item.copy ?? 0)).size > 1;
   const cards = images.map((item, i) => {
     const name = named(item) || spare[next++]?.name;
@@ -281,6 +285,7 @@ function activationMaximizationView(root, job, doc, artifacts, signal, shown) {
       ["ratio to dataset max", item.ratio_to_dataset_max ?? undefined, "ratio_to_dataset_max"],
       ["top unit", typeof item.is_top_unit === "boolean" ? (item.is_top_unit ? "yes" : `no (${item.top_label ?? item.top_unit ?? "?"})`) : undefined, "is_top_unit"],
       ["dead", item.dead ? "yes: the objective never moved" : undefined, "dead"],
+      ["path similarity", typeof item.path_similarity === "number" ? `${fmt(item.path_similarity)}${item.path_flagged ? " (flagged)" : ""}` : undefined, "path_similarity", item.path_similarity],
     ];
     let history = null;
     for (const [key, value] of Object.entries(item)) {
@@ -297,6 +302,18 @@ function activationMaximizationView(root, job, doc, artifacts, signal, shown) {
       item.dataset_max_image ? h("div", { class: "card-caption", title: "where the dataset's strongest activation is" }, `dataset max at ${item.dataset_max_image}`) : null);
   });
   root.append(section("Images", h("div", { class: "cards scroll-box" }, cards)));
+  const trust = actmaxTrust(doc);
+  if (trust) root.append(trust);
+  if (artifacts.has("accentuation.png")) {
+    root.append(section("Feature accentuation", figure(artifacts.get("accentuation.png"), null, signal, "figure grid")));
+    shown.add("accentuation.png");
+  }
+  const alphas = pngs(artifacts, shown).filter((a) => a.name.endsWith("-alpha.png"));
+  if (alphas.length) {
+    alphas.forEach((a) => shown.add(a.name));
+    root.append(section("Transparency (MACO)", h("p", { class: "muted small" }, "Each image with its transparency map as alpha: what did not matter to the unit fades out."),
+      h("div", { class: "gallery checkered" }, alphas.map((a) => figure(a, a.name, signal, "figure small")))));
+  }
   const rest = gallery(artifacts, signal, shown);
   if (rest) root.append(rest);
 }

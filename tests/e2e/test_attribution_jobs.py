@@ -51,7 +51,9 @@ def artifact(client, job: dict, name: str) -> bytes:
 
 def test_artifact_contract_for_a_few_dataset_rows(attribution_stack):
     client = attribution_stack.client()
-    job = run(attribution_stack, client, {"dataset": "retail-sample", "indices": [0, 5, 42]})
+    # a few rows make no dataset views and no charts unless asked (tests/e2e/test_small_jobs.py)
+    asked = {"dataset_views": True, "charts": True}
+    job = run(attribution_stack, client, {"dataset": "retail-sample", "indices": [0, 5, 42], **asked})
     names = {a["name"]: a for a in job["result"]["artifacts"]}
     assert {"attributions.csv", "result.json", "importance.png", "waterfall_0.png", "waterfall_5.png", "waterfall_42.png"} <= set(names)
     assert "summary.png" not in names  # a beeswarm is for many rows
@@ -79,7 +81,7 @@ def test_artifact_contract_for_a_few_dataset_rows(attribution_stack):
     many = run(
         attribution_stack, client,
         {"dataset": "retail-sample", "sample": 40, "method": "kernel_shap", "n_samples": 64,
-         "baseline": {"background": "retail-sample", "size": 16}},
+         "baseline": {"background": "retail-sample", "size": 16}, "charts": True},
     )  # fmt: skip
     listed = {a["name"] for a in many["result"]["artifacts"]}
     assert "summary.png" in listed and not any(n.startswith("waterfall_") for n in listed)
@@ -153,7 +155,7 @@ def test_a_hidden_neuron_as_target(attribution_stack):
     job = run(
         attribution_stack, client,
         {"rows": rows, "target": {"type": "neuron", "layer": "act2", "unit": 3}, "method": "shapley",
-         "baseline": {"background": "retail-sample", "size": 12}},
+         "baseline": {"background": "retail-sample", "size": 12}, "dataset_views": True},
     )  # fmt: skip
     result = json.loads(artifact(client, job, "result.json"))
     assert result["target"]["type"] == "neuron" and result["target"]["layer"] == "act2" and result["target"]["unit"] == 3

@@ -19,6 +19,7 @@ from service.settings import Settings
 from service.storage import FileBlobStore
 from service.uploaded_files import UploadedFiles
 from tests.e2e.dataset_files import image_folder, tar_of
+from worker import datasets
 from worker.context import JobFailed
 from worker.datasets import DatasetLoader
 
@@ -68,3 +69,53 @@ def test_a_dataset_deleted_or_not_ready_fails_the_job_saying_so(loader):
     loader.catalog.put("alice", "pending", {**record, "id": "pending", "status": "pending", "indexing_job": "j1"})
     with pytest.raises(JobFailed, match="The dataset is pending"):
         loader.images("alice", "pending")
+
+
+def upload_table(loader: DatasetLoader, dataset_id: str, text: str) -> None:
+    """Upload `text` as CSV dataset `dataset_id` of alice, replacing any dataset of that id."""
+    if loader.catalog.find("alice", dataset_id) is not None:
+        loader.files.remove("datasets", "alice", dataset_id)
+    part = uploads.UploadedPart(f"{dataset_id}.csv", io.BytesIO(text.encode()))
+    uploads.store(loader.files, uploads.prepare([part]), "alice", dataset_id)
+
+
+def test_a_table_is_read_once_per_content_and_what_is_derived_from_it_with_it(loader):
+    upload_table(loader, "t", "a,b\n1,x\n2,y\n")
+    builds: list[list[dict]] = []
+
+    def build(rows):
+        builds.append(rows)
+        return [int(r["a"]) * 10 for r in rows]
+
+    first = loader.table_view("alice", "t")
+    assert first.rows == [{"a": "1", "b": "x"}, {"a": "2", "b": "y"}] and loader.table("alice", "t") == first.rows
+    assert first.derived("tens", build) == [10, 20] and first.derived("tens", build) == [10, 20]
+    again = loader.table_view("alice", "t")
+    assert again is first and again.derived("tens", build) == [10, 20] and len(builds) == 1  # kept, not rebuilt
+
+    # new content under the same id: read afresh, and derived afresh from the new rows
+    upload_table(loader, "t", "a,b\n3,z\n")
+    changed = loader.table_view("alice", "t")
+    assert changed is not first and changed.identity != first.identity
+    assert changed.rows == [{"a": "3", "b": "z"}] and changed.derived("tens", build) == [30] and len(builds) == 2
+    assert loader.table_view("alice", "t") is changed  # and kept in turn
+
+    # the kept tables are the last ones used; an older one is read again when asked for
+    for number in range(datasets.TABLE_CACHE_SIZE):
+        upload_table(loader, f"other{number}", f"a\n{number}\n")
+        loader.table_view("alice", f"other{number}")
+    assert loader.table_view("alice", "t") is not changed
+    assert loader.table_view("alice", "t").rows == changed.rows
+    with pytest.raises(JobFailed, match="Not a table dataset"):
+        loader.table_view("alice", "pics")
+
+
+def test_what_is_derived_from_a_table_keeps_its_last_keys(loader):
+    upload_table(loader, "t", "a\n1\n")
+    table = loader.table_view("alice", "t")
+    made = []
+    for key in range(datasets.DERIVED_PER_TABLE + 1):
+        table.derived(key, lambda rows, key=key: made.append(key) or key)
+    assert table.derived(datasets.DERIVED_PER_TABLE, lambda rows: made.append("again")) == datasets.DERIVED_PER_TABLE
+    table.derived(0, lambda rows: made.append("0 again"))  # the oldest key went
+    assert made == [*range(datasets.DERIVED_PER_TABLE + 1), "0 again"]

@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from worker.core.probe import capture_activation
+from worker.core.probe import capture_activation, layer_layout, token_box
 from worker.core.relu_rules import relu_rule
 
 ProjectionMethod = Literal["deconvnet", "guided_backprop", "saliency"]
@@ -30,7 +30,7 @@ RULES = {"deconvnet": "deconvnet", "guided_backprop": "guided_backprop", "salien
 class Neuron:
     image_index: int
     channel: int
-    position: tuple[int, ...]  # (y, x) in the layer's map; () for a vector layer
+    position: tuple[int, ...]  # (y, x) in the layer's map; (token,) in a tokens layer; () for a vector layer
     activation: float
 
 
@@ -39,9 +39,9 @@ def channel_maxima(
     model: nn.Module, batches: Iterable[torch.Tensor], layer: str, check: Callable[[], None] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image and channel of `layer`, the strongest activation and where it is: values
-    [N, C] and positions [N, C, D] (D = 2 for a feature map, 0 for a vector). Only these
-    maxima are kept, so memory does not grow with the layer's size; the forward pass stops
-    at the layer."""
+    [N, C] and positions [N, C, D] (D = 2 for a feature map, 1 for tokens, 0 for a vector).
+    Only these maxima are kept, so memory does not grow with the layer's size; the forward
+    pass stops at the layer."""
     values, positions = [], []
     for batch in batches:
         output = capture_activation(model, batch, layer).detach()
@@ -158,12 +158,23 @@ def receptive_fields(
     """For each position of the layer's map, the box [y0, x0, y1, x1) of input pixels that can
     reach it: the support of that neuron's projection with ReLUs passing everything, over a few
     random inputs (so that max-pool switches that point elsewhere on one input are covered by
-    another). Works for any architecture; a vector layer's box is the whole image."""
+    another). Works for any architecture; a vector layer's box is the whole image.
+
+    A position [token] of a `tokens` layer whose tokens are image patches (worker/core/probe.py
+    `token_grid`) gets its patch, and a class token the whole image: after the first attention
+    layer every token can be reached from every pixel, so the support would be the whole image
+    for all of them, and the patch is where the token stands in the image."""
     height, width = int(example.shape[2]), int(example.shape[3])
     distinct = sorted(set(positions))
     boxes: dict[tuple[int, ...], tuple[int, int, int, int]] = {}
     if distinct == [()]:
         return {(): (0, 0, height, width)}
+    if layer_layout(model, layer) == "tokens":
+        with torch.no_grad():
+            tokens = int(capture_activation(model, example[:1], layer).shape[2])
+        patches = {position: token_box(position[0], tokens, height, width) for position in distinct}
+        if all(box is not None for box in patches.values()):
+            return patches
     generator = torch.Generator(device="cpu").manual_seed(seed)
     noise = torch.randn((samples, *example.shape[1:]), generator=generator).to(example.device, example.dtype)
     per_chunk = max(1, batch_size // samples)

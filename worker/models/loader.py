@@ -21,7 +21,7 @@ from worker.core.batching import (
     in_accepted_batches,
     set_accepted_batch_sizes,
 )
-from worker.core.probe import inspect_layers
+from worker.core.probe import inspect_layers, set_layer_layouts
 from worker.models import tabular
 from worker.models.builtin import BUILTIN_MODELS
 from worker.models.cache import LoadedModel, ModelCache
@@ -95,8 +95,13 @@ class ModelLoader:
         if record.get("batch"):  # confirmed by the model's inspection
             sizes = BatchSizes(**record["batch"])
             set_accepted_batch_sizes(module, None if sizes.any else sizes)
-        if not record.get("layers") or record.get("status") != "ready":
+        layers = record.get("layers")
+        # A record written before layers had layouts is inspected again: its shapes may be a
+        # transformer's [tokens, features], which jobs now address features first.
+        if not layers or record.get("status") != "ready" or any("layout" not in entry for entry in layers):
             record = self._inspect(scope, ref, module, record)
+        # Every capture of a layer's output (worker/core/probe.py) turns it channels first.
+        set_layer_layouts(module, {entry["name"]: entry["layout"] for entry in record["layers"]})
         return LoadedModel(module=module, record=record)
 
     def _build(self, scope: str, ref: ModelRef, record: dict[str, Any]) -> nn.Module:

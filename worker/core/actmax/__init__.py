@@ -7,7 +7,15 @@ Pure PyTorch: no Redis, no HTTP. `worker/kinds/activation_maximization/` adapts 
 from worker.core.actmax.objectives import Diversity, Objective, make_objective
 from worker.core.actmax.param import ImageParam, make_param
 from worker.core.actmax.regularizers import Regularizer, make_regularizers
-from worker.core.actmax.render import DeadObjective, ModelInput, RenderResult, measure_images, render, unit_maxima
+from worker.core.actmax.render import (
+    DeadObjective,
+    ModelInput,
+    RenderResult,
+    measure_images,
+    render,
+    unit_maxima,
+    unit_top,
+)
 from worker.core.actmax.transforms import Compose, make_transforms
 
 __all__ = [
@@ -26,4 +34,5 @@ __all__ = [
     "make_transforms",
     "render",
     "unit_maxima",
+    "unit_top",
 ]

@@ -246,13 +246,22 @@ def make_param(
     device: str | torch.device = "cpu",
     sd: float = 0.01,
     max_frequency: float | None = None,
+    magnitude: torch.Tensor | None = None,
 ) -> ImageParam:
-    """`fft` or `pixel`; the initial values come from `generator` (a CPU generator, so the same
-    seed starts from the same image on any device)."""
+    """`fft`, `pixel` or `maco`; the initial values come from `generator` (a CPU generator, so the
+    same seed starts from the same image on any device). `magnitude`: maco's fixed Fourier
+    magnitude (`maco.dataset_spectrum`), None for the 1/f prior; maco ignores `sd`."""
     shape = (size, size) if isinstance(size, int) else tuple(size)
+    if kind == "maco":
+        from worker.core.actmax.maco import MacoParam  # maco.py builds on this module
+
+        return MacoParam(
+            n, shape, generator=generator, magnitude=magnitude, max_frequency=max_frequency,
+            decorrelate=decorrelate, valid=valid, device=device,
+        )  # fmt: skip
     classes = {"fft": FFTParam, "pixel": PixelParam}
     if kind not in classes:
-        raise ValueError(f"unknown parameterization {kind!r}; use fft or pixel")
+        raise ValueError(f"unknown parameterization {kind!r}; use fft, pixel or maco")
     extra = {"max_frequency": max_frequency} if kind == "fft" else {}
     return classes[kind](
         n, shape, generator=generator, decorrelate=decorrelate, valid=valid, device=device, sd=sd, **extra

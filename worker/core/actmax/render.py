@@ -19,12 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worker.core.actmax.accentuation import Closeness
 from worker.core.actmax.objectives import Diversity, Objective
 from worker.core.actmax.param import ImageParam
 from worker.core.actmax.regularizers import Regularizer, StepState
 from worker.core.actmax.transforms import Compose
 from worker.core.imaging import normalize
-from worker.core.probe import capture_activation
+from worker.core.probe import capture_activation, capture_activations
 
 DEAD_CHECK_STEPS = 16  # a job whose every gradient stayed exactly 0 this long is dead
 REPORT_EVERY = 8  # steps between the callback's values (reading them waits for the device)
@@ -76,6 +77,8 @@ class RenderResult:
     history: torch.Tensor  # [steps, N]: the objective under that step's transforms
     snapshots: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> [N, 3, H, W]
     dead: list[bool] = field(default_factory=list)  # images whose gradient was 0 at every step
+    transparency: torch.Tensor | None = None  # [N, H, W] in [0, 1]: accumulated |d score / d pixel|
+    closeness: torch.Tensor | None = None  # [N]: accentuation's distance to the seed at the last step
     seconds: float = 0.0
     step_seconds: float = 0.0
 
@@ -107,6 +110,8 @@ def render(
     callback: Callable[[int, int, list[float] | None], None] | None = None,
     report_every: int = REPORT_EVERY,
     output_size: tuple[int, int] | None = None,
+    closeness: Closeness | None = None,
+    transparency: bool = False,
 ) -> RenderResult:
     """Maximize `objective` over the images of `param` for `steps` steps.
 
@@ -116,6 +121,11 @@ def render(
     `values` (each image's current objective) is given every `report_every` steps and at the
     end, None otherwise. Raises DeadObjective when every image's gradient stayed 0 for the first
     DEAD_CHECK_STEPS steps, NonFiniteObjective on NaN or infinity.
+
+    `closeness` (feature accentuation) adds its term and scales the objective by its
+    `objective_weight`; start `param` from the seed first (`accentuation.start_from_seed`).
+    `transparency` accumulates each pixel's |gradient| of the score over the steps (MACO's
+    transparency map), returned per image normalized to [0, 1].
     """
     device = param.device
     n = objective.n
@@ -136,16 +146,35 @@ def render(
     alive = torch.zeros(n, dtype=torch.bool, device=device)
     wanted = set(thresholds)
     snapshots: dict[int, torch.Tensor] = {}
-    dead_check = min(DEAD_CHECK_STEPS, steps)
+    # With no objective to follow (objective_weight 0) a still image is the expected result.
+    dead_check = 0 if closeness is not None and closeness.objective_weight == 0 else min(DEAD_CHECK_STEPS, steps)
+    accumulated = None
+    near = None
     started = time.perf_counter()
     for t in range(steps):
         linear = param.linear()
         if needs_image_grad:
             linear.retain_grad()
         image = param.to_rgb(linear)
-        act = capture_activation(model, to_input(transforms(image, noise[t])), objective.layer)
+        calibrating = closeness is not None and closeness.automatic and t == 1
+        if transparency:
+            image.retain_grad()
+        moved = transforms(image, noise[t])
+        if closeness is None:
+            act = capture_activation(model, to_input(moved), objective.layer)
+        else:
+            seed = transforms(closeness.seed.to(device).expand(n, -1, -1, -1), noise[t])
+            act, near = _with_closeness(model, closeness, to_input, seed, moved, objective.layer)
         value = objective.value(act)
-        score = value
+        score = value if closeness is None else closeness.objective_weight * value
+        if closeness is not None:
+            if calibrating:
+                objective_grad, distance_grad = (
+                    torch.autograd.grad(term.sum(), image, retain_graph=True)[0] for term in (value, near)
+                )
+                closeness.calibrate(objective_grad, distance_grad)
+            if closeness.weights is not None:
+                score = score - closeness.weight_on(n, device) * near
         bonus = objective.bonus(act, t / steps)
         if bonus is not None:
             score = score + bonus
@@ -156,8 +185,12 @@ def render(
             if penalty is not None:
                 score = score - penalty
         opt.zero_grad(set_to_none=True)
-        (-score.sum()).backward(inputs=[*tensors, linear] if needs_image_grad else tensors)
+        inputs = [*tensors, linear] if needs_image_grad else list(tensors)
+        (-score.sum()).backward(inputs=[*inputs, image] if transparency else inputs)
         history[t] = value.detach()
+        if transparency:
+            magnitude = image.grad.detach().abs().sum(1)
+            accumulated = magnitude if accumulated is None else accumulated + magnitude
         # Watched at every step, not only the first few: a unit silent at first may fire later
         # (a jitter that lands its pattern), and then it is not dead.
         nonzero = _per_image_nonzero(tensors)
@@ -169,7 +202,7 @@ def render(
             for regularizer in regularizers:
                 regularizer.after_step(param, state)
         done = t + 1
-        if done == dead_check and not bool(alive.any()):
+        if dead_check and done == dead_check and not bool(alive.any()):
             raise DeadObjective(list(range(n)), dead_check)
         if done in wanted:
             with torch.no_grad():
@@ -192,7 +225,32 @@ def render(
         dead=[not bool(a) for a in alive.cpu()],
         seconds=seconds,
         step_seconds=seconds / steps,
+        transparency=_normalized(accumulated) if accumulated is not None else None,
+        closeness=near.detach().cpu() if near is not None else None,
     )
+
+
+def _with_closeness(
+    model: nn.Module,
+    closeness: Closeness,
+    to_input: Callable[[torch.Tensor], torch.Tensor],
+    seed: torch.Tensor,
+    moved: torch.Tensor,
+    layer: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The objective layer's activation of the transformed images, and each image's distance
+    to the seed under the same transform at the closeness layer (one forward pass for both
+    layers; the seed's without gradients)."""
+    with torch.no_grad():
+        seed_act = capture_activation(model, to_input(seed), closeness.layer)
+    acts = capture_activations(model, to_input(moved), [layer, closeness.layer])
+    return acts[layer], closeness.distance(acts[closeness.layer], seed_act)
+
+
+def _normalized(accumulated: torch.Tensor) -> torch.Tensor:
+    """Each image's map divided by its own maximum (a map that stayed 0 stays 0)."""
+    top = accumulated.flatten(1).amax(1).clamp_min(1e-30)[:, None, None]
+    return (accumulated / top).cpu()
 
 
 @torch.no_grad()
@@ -241,20 +299,28 @@ def unit_maxima(
 ) -> tuple[list[float], list[int]]:
     """Each of `objective.unit_ids`' strongest value over the inputs (model input tensors, in
     batches) and the index of the input where it is reached."""
-    best: torch.Tensor | None = None
+    values, where = unit_top(model, objective, batches, 1)
+    return [row[0] for row in values], [row[0] for row in where]
+
+
+@torch.no_grad()
+def unit_top(
+    model: nn.Module, objective: Objective, batches: Iterable[torch.Tensor], k: int
+) -> tuple[list[list[float]], list[list[int]]]:
+    """Each of `objective.unit_ids`' `k` strongest values over the inputs (model input tensors,
+    in batches), strongest first, and the indexes of the inputs where they are reached (the
+    earlier input first among equal values)."""
+    best: torch.Tensor | None = None  # [U, <=k]
     where: torch.Tensor | None = None
     offset = 0
     for x in batches:
-        values = objective.per_unit(capture_activation(model, x, objective.layer))  # [B, U]
-        top, index = values.max(0)
-        index = index + offset
+        values = objective.per_unit(capture_activation(model, x, objective.layer)).T  # [U, B]
+        index = torch.arange(offset, offset + x.shape[0], device=values.device).expand_as(values)
         offset += x.shape[0]
-        if best is None:
-            best, where = top, index
-        else:
-            better = top > best
-            best = torch.where(better, top, best)
-            where = torch.where(better, index, where)
+        if best is not None:
+            values, index = torch.cat([best, values], 1), torch.cat([where, index], 1)
+        order = torch.sort(values, dim=1, descending=True, stable=True).indices[:, :k]
+        best, where = values.gather(1, order), index.gather(1, order)
     if best is None:
         raise ValueError("no inputs")
     return best.cpu().tolist(), where.cpu().tolist()

@@ -52,7 +52,12 @@ def seeded(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
     devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     state = np.random.get_state()
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+        if devices:
+            torch.manual_seed(seed)
+        else:
+            # The CPU generator only: torch.manual_seed would also queue a seed for CUDA (with a
+            # formatted stack, a few milliseconds of a one-row job), which fork_rng does not restore.
+            torch.random.default_generator.manual_seed(seed)
         np.random.seed(seed % 2**32)
         try:
             yield

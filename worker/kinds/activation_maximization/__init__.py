@@ -4,8 +4,10 @@ can (Olah et al., "Feature Visualization"; the core is worker/core/actmax).
 
 The data path, top to bottom: `compute` builds and runs the optimization into a `Rendering`;
 `report` reads one record per image off it, then result.json and the summary; `figures` draws
-grid.png and the image PNGs. Artifacts, in this order: result.json, images.npy, grid.png,
-image-NNN.png, snapshots.npy (when `thresholds` asked for snapshots).
+grid.png and the image PNGs, `extras` the artifacts of accentuation and MACO. Artifacts, in
+this order: result.json, images.npy, grid.png, image-NNN.png, snapshots.npy (when `thresholds`
+asked for snapshots); with `init`: seed.png, accentuation.png, difference-NNN.png; with maco:
+alpha.npy, image-NNN-alpha.png.
 
 `execute` is the whole job without Redis (a loaded model and its record in, artifacts out),
 for tests and notebooks; `run` is the worker's handler around it.
@@ -13,6 +15,8 @@ for tests and notebooks; `run` is the worker's handler around it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,9 +28,11 @@ from worker.context import ArtifactBlob, JobContext, JobOutput
 from worker.datasets import ImageSet
 from worker.indexes import IndexAccess
 from worker.kinds.activation_maximization import report
-from worker.kinds.activation_maximization.compute import DATASET_BATCH, Hooks, render_images
+from worker.kinds.activation_maximization.compute import DATASET_BATCH, Hooks, Rendering, render_images
+from worker.kinds.activation_maximization.extras import accentuation_artifacts, transparency_artifacts
 from worker.kinds.activation_maximization.figures import grid_artifact, image_artifacts
 from worker.kinds.activation_maximization.report import ModelLoad
+from worker.kinds.activation_maximization.spectrum import cached_spectrum
 
 __all__ = ["Execution", "execute", "run"]
 
@@ -47,13 +53,13 @@ def run(ctx: JobContext, params: ActivationMaximizationParams) -> JobOutput:
         ctx.progress(0.92, f"reading dataset {dataset_id}", force=True)
         return ctx.datasets.images(ctx.tenant, dataset_id)
 
-    def reference_index(dataset_id: str, layer: str):
+    def reference_index(dataset_id: str, layer: str, k: int):
         access = IndexAccess(ctx, loaded.record, dataset_id)
-        found = access.find(layer, 1)
+        found = access.find(layer, k)
         if found is not None:
             return found
         images = dataset(dataset_id)
-        return access.build_here(loaded.module, images, layer, 1, DATASET_BATCH,
+        return access.build_here(loaded.module, images, layer, k, DATASET_BATCH,
                                  progress=lambda f: ctx.progress(0.92 + 0.06 * f, f"indexing {dataset_id}: {f:.0%}"))  # fmt: skip
 
     return execute(
@@ -69,7 +75,9 @@ def run(ctx: JobContext, params: ActivationMaximizationParams) -> JobOutput:
             check=ctx.check,
             dataset=dataset,
             reference_index=reference_index,
+            spectrum=lambda dataset_id, size: cached_spectrum(ctx, dataset_id, size, decorrelate=params.decorrelate),
         ),
+        stage=ctx.stage,
     ).job_output()
 
 
@@ -92,11 +100,24 @@ def execute(
     model_name: str | None = None,
     model_load: ModelLoad | None = None,
     hooks: Hooks | None = None,
+    stage: Callable[[str], AbstractContextManager[Any]] = lambda name: nullcontext(),
 ) -> Execution:
     """The whole job without Redis: `model` loaded on `device`, `record` its catalog record
-    (input contract, labels, layers)."""
+    (input contract, labels, layers). `stage` (the job's `ctx.stage`) times the artifacts."""
     rendering = render_images(model, record, params, device=device, hooks=hooks)
-    name = model_name or record.get("id")
+    with stage("artifacts"):
+        return _execution(rendering, params, name=model_name or record.get("id"), device=device, model_load=model_load)
+
+
+def _execution(
+    rendering: Rendering,
+    params: ActivationMaximizationParams,
+    *,
+    name: str | None,
+    device: str,
+    model_load: ModelLoad | None,
+) -> Execution:
+    """result.json, the summary and the artifacts of a rendering."""
     images = report.image_records(rendering, params)
     document = report.result_document(rendering, images, params, model=name, device=device, model_load=model_load)
     artifacts = [
@@ -107,6 +128,10 @@ def execute(
     ]
     if rendering.snapshots is not None:
         artifacts.append(npy_artifact("snapshots.npy", rendering.snapshots))
+    if rendering.accentuation is not None:
+        artifacts.extend(accentuation_artifacts(rendering, images, name))
+    if rendering.transparency is not None:
+        artifacts.extend(transparency_artifacts(rendering, images))
     return Execution(
         document=document, summary=report.summary(rendering, images, params, device=device), artifacts=artifacts
     )

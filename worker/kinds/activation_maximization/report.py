@@ -36,6 +36,8 @@ class RenderedImage:
     top_label: str | None
     dead: bool  # the unit never activated: not during the optimization, not on the result
     history: list[float | None]  # the objective at every step
+    path_similarity: float | None  # the trust panel's path similarity (None: not computed)
+    path_flagged: bool | None  # processed less like the unit's exemplars than random images are
 
 
 def image_records(rendering: Rendering, params: ActivationMaximizationParams) -> list[RenderedImage]:
@@ -44,6 +46,8 @@ def image_records(rendering: Rendering, params: ActivationMaximizationParams) ->
     is_class = resolved["type"] == "class"
     groups = objective.groups()
     records = []
+    panel = (rendering.trust or {}).get("path_similarity") or {}
+    paths = panel.get("per_image") or [None] * objective.n
     for i in range(objective.n):
         unit = objective.image_units[i] if objective.has_units else None
         top = measured["top_unit"][i]
@@ -66,6 +70,8 @@ def image_records(rendering: Rendering, params: ActivationMaximizationParams) ->
                 top_label=labels[top] if top is not None and is_class and top < len(labels) else None,
                 dead=result.dead[i] and not activation > 0,
                 history=[_number(v, 5) for v in result.history[:, i].tolist()],
+                path_similarity=_number(paths[i][0]) if paths[i] else None,
+                path_flagged=paths[i][1] if paths[i] else None,
             )
         )
     return records
@@ -126,9 +132,38 @@ def result_document(
             "band_limit": setup.max_frequency,
         },
         "robust_samples": ROBUST_SAMPLES,
+        "accentuation": _accentuation(rendering),
+        "maco": {
+            "spectrum": setup.spectrum_source or "1/f natural-image prior",
+            "transparency": "alpha.npy: each pixel's |gradient| of the objective accumulated over the steps, "
+            "divided by the image's largest (Fel et al. 2023); image-NNN-alpha.png apply it as alpha",
+        }
+        if params.parameterization == "maco"
+        else None,
+        "trust": _trust(rendering),
         "device": str(device),
         "timing": timing,
     }
+
+
+def _trust(rendering: Rendering) -> dict[str, Any] | None:
+    if rendering.trust is None:
+        return None
+    panel = {k: v for k, v in rendering.trust["path_similarity"].items() if k != "per_image"}
+    return {**rendering.trust, "path_similarity": panel}
+
+
+def _accentuation(rendering: Rendering) -> dict[str, Any] | None:
+    if rendering.accentuation is None:
+        return None
+    numbers = {
+        key: _numbers(value) if isinstance(value, list) else value for key, value in rendering.accentuation.items()
+    }
+    return {**numbers, "difference_scale": _numbers(rendering.differences()[1])}
+
+
+def _numbers(values: list[Any]) -> list[Any]:
+    return [_number(v) if isinstance(v, float) else v for v in values]
 
 
 def summary(

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from service.kinds.deconvnet import DEFAULT_TOP_CHANNELS, DeconvnetParams, check_deconvnet
+from service.kinds.layers import method_not_applicable
 from worker.context import JobContext, JobFailed
 from worker.core.deconvnet import (
     ChannelChoice,
@@ -26,6 +27,9 @@ from worker.core.deconvnet import (
 )
 from worker.core.imaging import denormalize, prepare_images
 from worker.core.probe import capture_activation
+from worker.core.relu_rules import NonReLUNonlinearity
+from worker.core.trust.randomization import DEFINITION as RANDOMIZATION_DEFINITION
+from worker.core.trust.randomization import randomization_check
 from worker.datasets import decode_image
 from worker.indexes import IndexAccess
 
@@ -58,6 +62,8 @@ class Projections:
     originals: np.ndarray  # [images used, C, H, W] in [0, 1]: the images the neurons live in
     original_row: dict[int, int]  # image_index -> row of `originals`
     index: dict[str, Any] | None = None  # the activation index the top images came from
+    trust: dict[str, Any] | None = None  # the randomization check (params.randomization_check)
+    randomized: np.ndarray | None = None  # [neurons, C, H, W]: the same projections, weights randomized
 
 
 def project_neurons(ctx: JobContext, params: DeconvnetParams) -> Projections:
@@ -123,7 +129,19 @@ def project_neurons(ctx: JobContext, params: DeconvnetParams) -> Projections:
         done += params.batch_size
         ctx.progress(0.3 + 0.5 * min(1.0, done / total), f"projected {min(done, total)} of {total} neurons")
 
-    projections = project(model, images, params.layer, local, params.method, params.batch_size, check=check_and_report)
+    try:
+        projections = project(
+            model, images, params.layer, local, params.method, params.batch_size, check=check_and_report
+        )
+    except NonReLUNonlinearity as exc:  # one the record does not list (a softmax inside a module, ...)
+        raise method_not_applicable(
+            params.method, params.layer, [exc.nonlinearity], ["body", "params", "method"]
+        ) from exc
+    sanity = None
+    if params.randomization_check and live:
+        ctx.progress(0.8, "the randomization check: the same projections with the weights randomized")
+        sanity = randomization_check(model, images, params.layer, local, params.method, seed=params.seed,
+                                    real=projections, batch_size=params.batch_size, check=ctx.check)  # fmt: skip
     ctx.progress(0.85, "receptive fields and figures")
     boxes = receptive_fields(model, images[:1], params.layer, [n.position for n in live], batch_size=params.batch_size)
     shown = [
@@ -151,10 +169,14 @@ def project_neurons(ctx: JobContext, params: DeconvnetParams) -> Projections:
         originals=denormalize(images, spec).clamp(0, 1).cpu().numpy(),
         original_row=original_row,
         index=index_used,
+        trust={"randomization_check": randomization_panel(sanity, params)},
+        randomized=sanity.randomized_projections.float().cpu().numpy() if sanity is not None else None,
     )
 
 
-def _maxima_from_index(ctx: JobContext, params: DeconvnetParams, loaded) -> tuple[torch.Tensor, torch.Tensor, list[int], dict]:
+def _maxima_from_index(
+    ctx: JobContext, params: DeconvnetParams, loaded
+) -> tuple[torch.Tensor, torch.Tensor, list[int], dict]:
     """Per channel, its top images from the layer's activation index, as `channel_maxima`
     gives them over all images but only for the images in some channel's top k (the others
     are -inf: never among a channel's top `top_k <= k`). Returns (values, positions, the
@@ -206,3 +228,13 @@ def _choice_description(params: DeconvnetParams, choice: ChannelChoice | None, i
         f"images overlap least with those of the channels already shown, among the {choice.candidates} channels "
         f"that activate on the {images} images"
     )
+
+
+def randomization_panel(check, params: DeconvnetParams) -> dict[str, Any]:
+    """result.json's `trust.randomization_check`: the numbers, or why there are none."""
+    if not params.randomization_check:
+        return {"computed": False, "reason": "ask with randomization_check: true (about two more projection passes)",
+                "definition": RANDOMIZATION_DEFINITION}  # fmt: skip
+    if check is None:
+        return {"computed": False, "reason": "no live neuron to project", "definition": RANDOMIZATION_DEFINITION}
+    return {"computed": True, **check.to_dict()}

@@ -48,6 +48,7 @@ def result_document(projections: Projections, params: DeconvnetParams, model: st
         if projections.index
         else {"used": False, "why": "inline images, or one neuron at a given position: no dataset to index"},
         "params": params.model_dump(mode="json", exclude={"images"}),  # inline images are not echoed back
+        "trust": projections.trust,
     }
 
 

@@ -1,5 +1,6 @@
-"""The PyTorch half of a tabular attribution job: the attributions of the chosen rows, the rows
-that activate the target most, and the input that maximizes it (worker.core.attribution)."""
+"""The PyTorch half of a tabular attribution job: the attributions of the chosen rows and, when
+the job makes its dataset views (`dataset_views`), the rows that activate the target most and the
+input that maximizes it (worker.core.attribution)."""
 
 from __future__ import annotations
 
@@ -27,10 +28,11 @@ from service.kinds.tabular_params import (
     MAX_MODEL_EVALUATIONS,
     OutputTarget,
     TabularAttributionParams,
+    made,
 )
 from worker.context import JobContext, JobFailed
 from worker.core.attribution import Explanation, explain, target_forward
-from worker.core.attribution.extremes import STARTS, maximize, observed_domain, top_rows
+from worker.core.attribution.extremes import STARTS, maximize, top_rows
 from worker.kinds.tabular_attribution.interactions import Interactions, interact
 from worker.kinds.tabular_attribution.rows import RowSelection, resolve_baseline, select_rows, user_values
 from worker.models.tabular import encode_rows, variable_groups
@@ -54,8 +56,9 @@ class AttributionResult:
     explanation: Explanation  # interaction methods: per variable, main effect plus half of its pairs
     interactions: Interactions | None  # the interaction methods' main effects and pairs
     importance: np.ndarray  # [V] mean |attribution| over the rows
-    top_rows: list[dict[str, Any]]  # reference rows that activate the target most
-    maximizing_input: dict[str, Any]
+    views: bool  # whether the dataset views below were computed (`dataset_views`)
+    top_rows: list[dict[str, Any]] | None  # reference rows that activate the target most
+    maximizing_input: dict[str, Any] | None
     warnings: list[str]  # from reading the rows and the baseline
     model_load_seconds: float
     cache_hit: bool
@@ -64,8 +67,9 @@ class AttributionResult:
 
 
 def attribute(ctx: JobContext, params: TabularAttributionParams) -> AttributionResult:
-    """Load the model, read the rows and the baseline, and run the method; then the rows that
-    activate the target most and the input that maximizes it (they share the target's forward)."""
+    """Load the model, read the rows and the baseline (stage `load`), and run the method; then,
+    when the job makes its dataset views, the rows that activate the target most and the input
+    that maximizes it (they share the target's forward)."""
     ctx.progress(0.01, "loading the model", force=True)
     loaded, cache_hit, load_seconds = ctx.models.load(ctx.tenant, ctx.model)
     model, record = loaded.module, loaded.record
@@ -76,9 +80,10 @@ def attribute(ctx: JobContext, params: TabularAttributionParams) -> AttributionR
     device = torch.device(ctx.device)
 
     ctx.progress(0.03, "reading rows")
-    selection = select_rows(ctx, params, features)
-    rows = selection.rows
-    x = torch.from_numpy(encode_rows(rows, features)).to(device)
+    with ctx.stage("load"):
+        selection = select_rows(ctx, params, features)
+        rows = selection.rows
+        x = torch.from_numpy(encode_rows(rows, features)).to(device)
 
     target = _target(params, record)
     forward = target_forward(model, target)
@@ -92,7 +97,8 @@ def attribute(ctx: JobContext, params: TabularAttributionParams) -> AttributionR
             f"{exc.args[0] if exc.args else exc}" + (f"; layers: {layers}" if layers else ""),
         ) from None
 
-    baseline = resolve_baseline(ctx, params, features, selection)
+    with ctx.stage("load"):
+        baseline = resolve_baseline(ctx, params, features, selection)
     if params.method in BASELINE_FREE_METHODS:
         baseline.info["used_by_method"] = False
         baseline.info["note"] = (
@@ -111,7 +117,9 @@ def attribute(ctx: JobContext, params: TabularAttributionParams) -> AttributionR
 
     n_samples = resolved_n_samples(params.method, params.n_samples, len(variables))
     n_steps = resolved_n_steps(params.method, params.n_steps)
-    ctx.progress(0.08, f"{params.method} on {len(rows)} rows", force=True)
+    # Not forced: a job of a few rows ends before the next write is due (the first was made at
+    # "loading the model"), and a long one reports its rows as the method goes.
+    ctx.progress(0.08, f"{params.method} on {len(rows)} rows")
     attributed = time.perf_counter()
 
     def progress(fraction: float) -> None:
@@ -134,28 +142,8 @@ def attribute(ctx: JobContext, params: TabularAttributionParams) -> AttributionR
     phi = explanation.attributions
     importance = np.abs(phi).mean(axis=0) if len(phi) else np.zeros(len(variables))
 
-    ctx.progress(0.82, "rows that activate the target most")
-    reference, reference_numbers = selection.reference, selection.reference_numbers
-    ref_x = torch.from_numpy(encode_rows(reference, features)).to(device)
-    positions, activations = top_rows(forward, ref_x, params.top_k)
-    top = [
-        {"index": reference_numbers[p], "activation": float(a), "values": user_values(reference[p], features)}
-        for p, a in zip(positions.tolist(), activations.tolist())
-    ]
-    ctx.progress(0.86, "the input that maximizes the target")
-    domain = observed_domain(features, reference)
-    best = maximize(forward, domain, groups, [reference[p] for p in positions[:STARTS].tolist()], device)
-    maximizing = {
-        "values": best["values"],
-        "activation": best["activation"],
-        "started_from_row": reference_numbers[int(positions[best["start"]])],
-        "start_activation": best["start_activation"],
-        "dataset_max_activation": float(activations[0]) if len(activations) else None,
-        "steps": best["steps"],
-        "domain": domain.describe(),
-        "method": "greedy coordinate ascent from the strongest rows: every observed category, numerics on a "
-        "grid refined around the best point, within the observed range",
-    }
+    views = made(params.dataset_views, len(rows))
+    top, maximizing = _dataset_views(ctx, params, selection, forward, groups, device) if views else (None, None)
     return AttributionResult(
         features=features,
         variables=variables,
@@ -171,6 +159,7 @@ def attribute(ctx: JobContext, params: TabularAttributionParams) -> AttributionR
         explanation=explanation,
         interactions=interactions,
         importance=importance,
+        views=views,
         top_rows=top,
         maximizing_input=maximizing,
         warnings=[*selection.warnings, *baseline.warnings],
@@ -179,6 +168,42 @@ def attribute(ctx: JobContext, params: TabularAttributionParams) -> AttributionR
         attribution_seconds=attribution_seconds,
         device=device,
     )
+
+
+def _dataset_views(
+    ctx: JobContext,
+    params: TabularAttributionParams,
+    selection: RowSelection,
+    forward: torch.nn.Module,
+    groups: list[list[int]],
+    device: torch.device,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(the reference rows that activate the target most, the input that maximizes it)."""
+    ctx.progress(0.82, "rows that activate the target most")
+    with ctx.stage("load"):
+        table = selection.reference()
+        reference, reference_numbers, features = table.reference, table.reference_numbers, table.features
+        ref_x = torch.from_numpy(table.encoded_reference).to(device)
+    positions, activations = top_rows(forward, ref_x, params.top_k)
+    top = [
+        {"index": reference_numbers[p], "activation": float(a), "values": user_values(reference[p], features)}
+        for p, a in zip(positions.tolist(), activations.tolist())
+    ]
+    ctx.progress(0.86, "the input that maximizes the target")
+    domain = table.domain
+    best = maximize(forward, domain, groups, [reference[p] for p in positions[:STARTS].tolist()], device)
+    maximizing = {
+        "values": best["values"],
+        "activation": best["activation"],
+        "started_from_row": reference_numbers[int(positions[best["start"]])],
+        "start_activation": best["start_activation"],
+        "dataset_max_activation": float(activations[0]) if len(activations) else None,
+        "steps": best["steps"],
+        "domain": domain.describe(),
+        "method": "greedy coordinate ascent from the strongest rows: every observed category, numerics on a "
+        "grid refined around the best point, within the observed range",
+    }
+    return top, maximizing
 
 
 def _target(params: TabularAttributionParams, record: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from service.kinds.tabular_params import TabularAttributionParams
+from service.kinds.tabular_params import AUTO_MIN_ROWS, TabularAttributionParams
 from worker.core.attribution.interaction_result import global_interactions
 from worker.kinds.tabular_attribution.compute import AttributionResult
 from worker.kinds.tabular_attribution.interaction_report import interaction_document, row_fields
@@ -62,6 +62,7 @@ def result_document(
     *,
     model: str,
     started: float,
+    charts_drawn: bool,
 ) -> tuple[dict[str, Any], list[str]]:
     """(result.json, its warnings: those of reading the rows, then those of completeness)."""
     explanation, variables, features = attribution.explanation, attribution.variables, attribution.features
@@ -78,7 +79,14 @@ def result_document(
             "n_samples": attribution.n_samples,
             "baseline": attribution.baseline,
             "rows_explained": len(rows),
+            "dataset_views": attribution.views,
+            "charts": charts_drawn,
         }
+    )
+    views = (
+        {"top_rows": {"source": attribution.selection.source, "rows": attribution.top_rows}}
+        if attribution.views
+        else {}
     )
     seconds = attribution.attribution_seconds
     document = {
@@ -117,9 +125,10 @@ def result_document(
         **(interaction_document(attribution, params) if interacting else {}),
         "completeness": completeness,
         "warnings": warnings,
-        "top_rows": {"source": attribution.selection.source, "rows": attribution.top_rows},
+        **views,
         "charts": chart_notes,
-        "maximizing_input": attribution.maximizing_input,
+        **({"maximizing_input": attribution.maximizing_input} if attribution.views else {}),
+        "skipped": skipped(attribution, params, charts_drawn),
         "params": resolved,
         "seed": params.seed,
         "timings": {
@@ -131,6 +140,34 @@ def result_document(
         "device": str(attribution.device),
     }
     return document, warnings
+
+
+def skipped(attribution: AttributionResult, params: TabularAttributionParams, charts_drawn: bool) -> dict[str, str]:
+    """result.json's `skipped`: each part of a full result this job did not make, why, and the
+    param that asks for it (empty when nothing was skipped)."""
+    rows = len(attribution.selection.rows)
+
+    def why(param: str, asked: bool | None) -> str:
+        if asked is False:
+            return f"`{param}` is false; ask with \"{param}\": true"
+        return (
+            f"the job explains {rows} row{'' if rows == 1 else 's'} and leaves `{param}` unset (made by default from {AUTO_MIN_ROWS} rows on); "
+            f"ask with \"{param}\": true"
+        )
+
+    out: dict[str, str] = {}
+    if not attribution.views:
+        views = why("dataset_views", params.dataset_views)
+        out["top_rows"] = f"not computed: {views}"
+        out["maximizing_input"] = f"not computed: {views}"
+    if not charts_drawn:
+        names = (
+            "importance.png, interactions.png, pair_view.png, interactions_row_<index>.png"
+            if attribution.interactions is not None
+            else "importance.png, waterfall_<index>.png or summary.png"
+        )
+        out["charts"] = f"not drawn ({names}): {why('charts', params.charts)}"
+    return out
 
 
 def summary(

@@ -3,12 +3,13 @@
 The rows come inline or from a CSV dataset (all of it, a seeded sample, or listed indices).
 Every row is checked against the model's feature manifest before the model sees it, so a bad
 cell fails the job naming its row and column. The reference rows (every encodable row of the
-dataset, or the inline rows) give the mean baseline, the top rows and the observed domain.
+dataset, or the inline rows) give the mean baseline, the top rows and the observed domain; a
+dataset's are checked, encoded and summarized once per worker and content (`encoded`), and only
+when the job uses them: explaining rows picked by index reads those rows and no more.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,10 @@ import torch
 from service.kinds.tabular_checks import row_problems
 from service.kinds.tabular_params import MAX_ROWS, BackgroundBaseline, RowBaseline, TabularAttributionParams
 from worker.context import JobContext, JobFailed
+from worker.kinds.tabular_attribution.encoded import EncodedTable, dataset_table, mean_row, user_values
 from worker.models.tabular import encode_rows
+
+__all__ = ["Baseline", "RowSelection", "mean_row", "resolve_baseline", "select_rows", "user_values"]
 
 Features = Sequence[Mapping[str, Any]]  # the model's feature manifest (input.tabular.features)
 
@@ -28,10 +32,28 @@ Features = Sequence[Mapping[str, Any]]  # the model's feature manifest (input.ta
 class RowSelection:
     rows: list[Mapping[str, Any]]  # the rows explained, in user units
     numbers: list[int]  # each one's row number (in the dataset, or among the inline rows)
-    reference: list[Mapping[str, Any]]  # the rows the mean baseline, top rows and domain come from
-    reference_numbers: list[int]
-    source: str  # where the reference rows come from, in words
+    table: EncodedTable  # the dataset's rows, or the inline rows, against the model's manifest
+    origin: str  # where the reference rows come from: "dataset 'x'", or "the N inline rows"
+    inline: bool
     warnings: list[str] = field(default_factory=list)
+    _told_bad_rows: bool = field(default=False, repr=False)
+
+    def reference(self) -> EncodedTable:
+        """The reference rows (every encodable row of the dataset, or the inline rows) and what
+        is derived from them; the first use checks the whole dataset and warns of the rows left out."""
+        bad = self.table.bad_numbers
+        if bad and not self._told_bad_rows:
+            self._told_bad_rows = True
+            self.warnings.append(
+                f"{len(bad)} rows of {self.origin} cannot be encoded (first: row {bad[0]}) and are left out "
+                "of the mean baseline, the top rows and the observed domain"
+            )
+        return self.table
+
+    @property
+    def source(self) -> str:
+        """The reference rows in words (reads them)."""
+        return self.origin if self.inline else f"{self.origin} ({len(self.reference().reference)} rows)"
 
 
 @dataclass
@@ -47,11 +69,10 @@ def select_rows(ctx: JobContext, params: TabularAttributionParams, features: Fea
         if problems:
             raise JobFailed("invalid-rows", "Rows cannot be encoded", "; ".join(m for _, _, m in problems[:10]))
         numbers = list(range(len(params.rows)))
-        return RowSelection(
-            list(params.rows), numbers, list(params.rows), numbers, f"the {len(params.rows)} inline rows"
-        )
-    table = table_rows(ctx, params.dataset, features)
-    count = len(table)
+        inline = EncodedTable(params.rows, features)
+        return RowSelection(list(params.rows), numbers, inline, f"the {len(params.rows)} inline rows", inline=True)
+    table = dataset_table(ctx, params.dataset, features)
+    count = len(table.rows)
     warnings: list[str] = []
     if params.indices is not None:
         for position, index in enumerate(params.indices):
@@ -75,21 +96,14 @@ def select_rows(ctx: JobContext, params: TabularAttributionParams, features: Fea
                 f"dataset {params.dataset!r} has {count} rows; at most {MAX_ROWS} are explained per job: use `sample` or `indices`",
             )  # fmt: skip
         numbers = list(range(count))
-    rows = [table[i] for i in numbers]
-    problems = row_problems(rows, features, numbers)
+    rows = [table.rows[i] for i in numbers]
+    problems = table.problems(numbers)
     if problems:
         raise JobFailed(
             "invalid-rows", f"Rows of dataset {params.dataset!r} cannot be encoded",
             "; ".join(m for _, _, m in problems[:10]) + (f"; ... {len(problems)} problems in all" if len(problems) > 10 else ""),
         )  # fmt: skip
-    reference, reference_numbers, bad = encodable_rows(table, list(range(count)), features)
-    if bad:
-        warnings.append(
-            f"{len(bad)} rows of dataset {params.dataset!r} cannot be encoded (first: row {bad[0]}) and are left out "
-            "of the mean baseline, the top rows and the observed domain"
-        )
-    source = f"dataset {params.dataset!r} ({len(reference)} rows)"
-    return RowSelection(rows, numbers, reference, reference_numbers, source, warnings)
+    return RowSelection(rows, numbers, table, f"dataset {params.dataset!r}", inline=False, warnings=warnings)
 
 
 def resolve_baseline(
@@ -109,7 +123,7 @@ def resolve_baseline(
         }
         return Baseline(torch.zeros(1, width), info)
     if baseline == "mean":
-        row = mean_row(selection.reference, features)
+        row = selection.reference().mean_row
         info = {
             "type": "mean",
             "row": row,
@@ -124,8 +138,8 @@ def resolve_baseline(
         info = {"type": "row", "row": user_values(baseline.row, features)}
         return Baseline(torch.from_numpy(encode_rows([baseline.row], features)), info)
     assert isinstance(baseline, BackgroundBaseline)
-    table = table_rows(ctx, baseline.background, features)
-    valid, numbers, bad = encodable_rows(table, list(range(len(table))), features)
+    table = dataset_table(ctx, baseline.background, features)
+    valid, numbers, bad = table.reference, table.reference_numbers, table.bad_numbers
     if not valid:
         raise JobFailed("invalid-rows", "No background row can be encoded", f"dataset {baseline.background!r}")
     warnings = []
@@ -143,53 +157,4 @@ def resolve_baseline(
         "note": "attributions are the expectation over the background rows (the SHAP convention); "
         "baseline_output is the mean output over them",
     }
-    return Baseline(torch.from_numpy(encode_rows([valid[p] for p in picks], features)), info, warnings)
-
-
-def table_rows(ctx: JobContext, dataset: str, features: Features) -> list[dict[str, Any]]:
-    """A CSV dataset's rows, once it is known to hold a column for every variable of the model."""
-    table = ctx.datasets.table(ctx.tenant, dataset)
-    missing = [f["name"] for f in features if table and f["name"] not in table[0]]
-    if missing:
-        raise JobFailed(
-            "invalid-rows", f"Dataset {dataset!r} lacks variables of the model",
-            f"missing columns: {', '.join(missing)}; the model needs {', '.join(f['name'] for f in features)}",
-        )  # fmt: skip
-    return table
-
-
-def encodable_rows(
-    rows: Sequence[Mapping[str, Any]], numbers: Sequence[int], features: Features
-) -> tuple[list[Mapping[str, Any]], list[int], list[int]]:
-    """(the rows that can be encoded, their numbers, the numbers of those that cannot)."""
-    bad = {row for row, _, _ in row_problems(rows, features, numbers)}
-    keep = [i for i, n in enumerate(numbers) if n not in bad]
-    return [rows[i] for i in keep], [numbers[i] for i in keep], sorted(bad)
-
-
-def user_values(row: Mapping[str, Any], features: Features) -> dict[str, Any]:
-    """A row as result.json shows it: numerics as floats, categories as their text ("3", not 3.0)."""
-    out: dict[str, Any] = {}
-    for f in features:
-        value = row.get(f["name"])
-        if f["type"] == "numeric":
-            out[f["name"]] = float(value)
-        else:
-            out[f["name"]] = (
-                str(int(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
-            )
-    return out
-
-
-def mean_row(rows: Sequence[Mapping[str, Any]], features: Features) -> dict[str, Any]:
-    """The mean of each numeric and the most frequent category of each categorical (ties go to
-    the category listed first in the manifest)."""
-    row: dict[str, Any] = {}
-    for f in features:
-        name = f["name"]
-        if f["type"] == "numeric":
-            row[name] = float(np.mean([float(r[name]) for r in rows]))
-        else:
-            counts = Counter(user_values(r, [f])[name] for r in rows)
-            row[name] = max(f["categories"], key=lambda c: (counts.get(c, 0), -f["categories"].index(c)))
-    return row
+    return Baseline(torch.from_numpy(table.encode(picks)), info, warnings)
