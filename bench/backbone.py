@@ -40,7 +40,7 @@ import redis
 from bench import results_dir
 from bench.httpload import LoadResult, cpu_seconds, percentile, raw_request, run_load
 from bench.jobclient import MODEL, create_job, job_body, record, submit_jobs, wait_all_terminal, wait_terminal
-from bench.processes import ROOT, Processes, free_port, wait_http
+from bench.processes import ROOT, Processes, end_on_signals, free_port, wait_http
 from service.catalogs import ModelCatalog
 from service.settings import Settings
 
@@ -252,13 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = shlex.join([".venv/bin/python", "-m", "bench.backbone", *(argv if argv is not None else sys.argv[1:])])
     print(f"$ {cmd}\n", flush=True)
 
-    # SIGINT (even where it was inherited as ignored), SIGTERM and SIGHUP end the run like
-    # Ctrl-C does, through the finally below that stops the subprocesses.
-    def interrupted(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, interrupted)
+    end_on_signals()
 
     log_dir = Path(tempfile.mkdtemp(prefix="glassbox-bench-"))
     procs = Processes(log_dir)

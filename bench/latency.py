@@ -47,7 +47,7 @@ from bench import publish, results_dir
 from bench.__main__ import git_commit
 from bench.httpload import percentile
 from bench.jobclient import record
-from bench.processes import ROOT, Processes, start_service
+from bench.processes import ROOT, Processes, end_on_signals, start_service
 
 RESULTS = results_dir() / "latency.md"
 ROWS = 3000  # retail-sample's rows
@@ -206,11 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = 20 if args.quick else args.jobs
     cmd = shlex.join(["uv", "run", "python", "-m", "bench.latency", *(argv if argv is not None else sys.argv[1:])])
 
-    def interrupted(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, interrupted)
+    end_on_signals()
 
     log_dir = Path(tempfile.mkdtemp(prefix="glassbox-bench-latency-"))
     procs = Processes(log_dir)

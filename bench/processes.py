@@ -16,6 +16,17 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def end_on_signals() -> None:
+    """SIGINT (even where it was inherited as ignored), SIGTERM and SIGHUP end the run as Ctrl-C
+    does, so that the caller's `finally` stops the subprocesses."""
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, interrupted)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

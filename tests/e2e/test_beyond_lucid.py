@@ -109,6 +109,8 @@ def test_an_accentuation_raises_the_unit_from_its_seed_and_shows_the_change(luci
     trust = result["trust"]
     assert trust["path_similarity"]["computed"] and set(trust["checks"]) >= {"ratio_to_dataset_max", "path_similarity"}
     assert all(isinstance(image["path_similarity"], float) for image in result["images"])
+    for unit in trust["path_similarity"]["units"]:  # the default 8, read from the layer's activation index
+        assert unit["exemplars"] == 8 and len(set(unit["exemplar_images"])) == 8
 
 
 def test_the_trust_panel_says_why_path_similarity_is_missing(lucid_stack):

@@ -51,10 +51,13 @@ def exemplars_of(
 ) -> list[list[int]]:
     """Per unit of `objective.unit_ids`, its `k` strongest images' numbers in `images`: read from
     the layer's activation index where one serves the objective (`index(k)`), else by a
-    forward pass over the dataset."""
+    forward pass over the dataset. The index keeps one best image per unit by a map's mean and
+    `k` by its strongest position (one entry per image): the exemplars are those `k`, Zeiler &
+    Fergus's top images (for a vector layer the two rankings are the same)."""
     if index is not None:
-        found = index(k)
-        table = found.stats.top_mean.images
+        stats = index(k).stats
+        ranking = stats.top_mean if stats.top_mean.images.shape[1] >= k else stats.top
+        table = ranking.images
         return [[int(i) for i in table[unit, :k]] for unit in objective.unit_ids]
 
     def batches():
