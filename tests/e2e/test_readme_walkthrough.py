@@ -44,7 +44,7 @@ def as_run_here(code: str, port: int) -> str:
     return code.replace("127.0.0.1:8000", f"127.0.0.1:{port}").replace("uv run ", "")
 
 
-@pytest.mark.timeout(1200)  # every kind's example, an atlas of 64 units among them, on one worker
+@pytest.mark.timeout(1200)  # every kind's example (an atlas among them) on one worker
 def test_the_readme_walks_a_new_user_to_a_succeeded_job_of_every_kind(tmp_path):
     blocks = readme_blocks()
     assert len(blocks) >= 5 and any("jq -r .id" in code for _, code in blocks)
