@@ -37,6 +37,11 @@ from worker.runtime import WorkerRuntime, running_with
 log = logging.getLogger("glassbox.worker")
 
 RECONNECT_DELAY_SECONDS = 2.0
+# RQ beats its worker key (an HSET and two EXPIREs, a round trip each) before and after every
+# dequeue: for short jobs, the most Redis traffic a worker makes. The key lives minutes (RQ's
+# worker_ttl) and Glassbox's liveness is its own Heartbeat; such a beat is sent at most this
+# often, in one round trip.
+RQ_BEAT_EVERY_SECONDS = 1.0
 
 
 class GlassboxWorker(SimpleWorker):
@@ -45,6 +50,18 @@ class GlassboxWorker(SimpleWorker):
     def __init__(self, *args, runtime: WorkerRuntime, **kwargs):
         super().__init__(*args, **kwargs)
         self.runtime = runtime
+        self._rq_beaten_at = float("-inf")
+
+    def heartbeat(self, timeout=None, pipeline=None):
+        if pipeline is not None or timeout is not None:  # part of RQ's own pipelines, or a special TTL
+            return super().heartbeat(timeout, pipeline=pipeline)
+        if time.monotonic() - self._rq_beaten_at < RQ_BEAT_EVERY_SECONDS:
+            return None
+        with self.connection.pipeline(transaction=False) as beat:
+            super().heartbeat(pipeline=beat)
+            beat.execute()
+        self._rq_beaten_at = time.monotonic()
+        return None
 
     def execute_job(self, job, queue):
         with running_with(self.runtime):

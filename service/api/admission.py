@@ -118,7 +118,11 @@ class AsyncAdmission:
               records: dict[tuple[str, str], tuple[dict[str, Any], str] | None]) -> Admitted:  # fmt: skip
         def snapshot(collection: str) -> CatalogSnapshot:
             return CatalogSnapshot(
-                {record_id: found[0] if found else None for (kind, record_id), found in records.items() if kind == collection}
+                {
+                    record_id: found[0] if found else None
+                    for (kind, record_id), found in records.items()
+                    if kind == collection
+                }
             )
 
         plan = plan_request(request, tenant, snapshot(ModelCatalog.collection), snapshot(DatasetCatalog.collection))
@@ -131,7 +135,9 @@ class AsyncAdmission:
         )
         return Admitted(plan, checked_timeout(body, settings), checks)
 
-    def _kept(self, tenant: str, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[dict[str, Any], str]] | None:
+    def _kept(
+        self, tenant: str, wanted: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[dict[str, Any], str]] | None:
         kept = {}
         for collection, record_id in wanted:
             found = self._records.get((collection, tenant, record_id))
@@ -140,7 +146,9 @@ class AsyncAdmission:
             kept[(collection, record_id)] = found
         return kept
 
-    async def _read(self, tenant: str, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[dict[str, Any], str] | None]:
+    async def _read(
+        self, tenant: str, wanted: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[dict[str, Any], str] | None]:
         """The records, each the tenant's own else the built-in one, in one round trip; kept."""
         pipe = self.redis.pipeline(transaction=False)
         for collection, record_id in wanted:

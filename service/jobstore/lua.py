@@ -34,11 +34,9 @@ class LuaScript:
         prelude = [f"local {key} = KEYS[{i + 1}]" for i, key in enumerate(self.keys)]
         prelude += [f"local {arg} = ARGV[{i + 1}]" for i, arg in enumerate(self.args)]
         if rest_keys:
-            prelude.append(f"local {rest_keys} = {{}}")
-            prelude.append(f"for i = {len(self.keys) + 1}, #KEYS do table.insert({rest_keys}, KEYS[i]) end")
+            prelude.append(_rest_list(rest_keys, "KEYS", len(self.keys) + 1))
         if rest_args:
-            prelude.append(f"local {rest_args} = {{}}")
-            prelude.append(f"for i = {len(self.args) + 1}, #ARGV do table.insert({rest_args}, ARGV[i]) end")
+            prelude.append(_rest_list(rest_args, "ARGV", len(self.args) + 1))
         self.source = "\n".join(prelude) + "\n" + body
 
     def bind(self, connection: redis.Redis) -> BoundScript:
@@ -53,6 +51,17 @@ class BoundScript:
     def __call__(self, *, client: Any = None, **named: Any) -> Any:
         """Run it; `named` holds every declared key and argument (and the rest lists).
         `client` may be a pipeline, to send the script with other commands in one round trip."""
+        keys, args = self._keys_and_args(named)
+        return self._registered(keys=keys, args=args, client=client)
+
+    def queue(self, pipeline: Any, **named: Any) -> None:
+        """Add a call to `pipeline` as a bare EVALSHA: unlike `client=pipeline`, the pipeline does
+        not first ask Redis whether the script is loaded (one more round trip per execute). A
+        reply of NoScriptError (Redis restarted) is the caller's to retry with a plain call."""
+        keys, args = self._keys_and_args(named)
+        pipeline.execute_command("EVALSHA", self._registered.sha, len(keys), *keys, *args)
+
+    def _keys_and_args(self, named: dict[str, Any]) -> tuple[list[Any], list[Any]]:
         script = self.script
         expected = {*script.keys, *script.args, *filter(None, (script.rest_keys, script.rest_args))}
         unknown = set(named) - expected
@@ -63,7 +72,17 @@ class BoundScript:
         args = [_arg(named[a]) for a in script.args]
         if script.rest_args:
             args += [_arg(v) for v in named.get(script.rest_args, ())]
-        return self._registered(keys=keys, args=args, client=client)
+        return keys, args
+
+
+def _rest_list(name: str, source: str, first: int) -> str:
+    # unpack copies in C (a Lua loop costs a create's script a third of its time), within the
+    # Lua stack's limit; longer lists (a legacy job's artifact keys) are copied in a loop.
+    return (
+        f"local {name}\n"
+        f"if #{source} - {first} < 7000 then {name} = {{unpack({source}, {first})}}\n"
+        f"else {name} = {{}} for i = {first}, #{source} do table.insert({name}, {source}[i]) end end"
+    )
 
 
 def _arg(value: Any) -> Any:

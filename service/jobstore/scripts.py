@@ -68,7 +68,17 @@ _ADMIT_CALL = (
 # record and does nothing.
 CREATE = LuaScript(
     "create",
-    keys=("job_key", "rq_pending", "tenant_jobs", "waiting", "tenants_waiting", "active", "idem_key", "stats", "tenants"),
+    keys=(
+        "job_key",
+        "rq_pending",
+        "tenant_jobs",
+        "waiting",
+        "tenants_waiting",
+        "active",
+        "idem_key",
+        "stats",
+        "tenants",
+    ),
     args=("job_id", "has_idem", "fingerprint", "idem_ttl", "stat_field", "checks", "record_length", *_ADMISSION_ARGS),
     rest_keys="catalog_keys",
     rest_args="fields",
@@ -170,9 +180,19 @@ FINISH = LuaScript(
     "finish",
     keys=("job_key", "running", "active", "stats", "leases", "fanouts", "waiting", "tenants_waiting", "durations"),
     args=(
-        "job_id", "worker", "status", "now", "ttl", "error_json", "result_json", "channel", "artifacts_prefix",
-        "seconds_run", "duration_sum", *_ADMISSION_ARGS,
-    ),  # fmt: skip
+        "job_id",
+        "worker",
+        "status",
+        "now",
+        "ttl",
+        "error_json",
+        "result_json",
+        "channel",
+        "artifacts_prefix",
+        "seconds_run",
+        "duration_sum",
+        *_ADMISSION_ARGS,
+    ),
     rest_args="duration_fields",
     body=_ADMIT_WAITING
     + """

@@ -209,7 +209,7 @@ class JobStore:
             job_key=self.keys.job(job_id),
             rq_pending=self.keys.rq_pending(job_id),
             tenant_jobs=self.keys.tenant_jobs(tenant),
-            idem_key=self.keys.idempotency(tenant, idempotency_key or ""),
+            idem_key=self.keys.idempotency(tenant, idempotency_key) if idempotency_key else "",
             stats=self.keys.job_stats,
             tenants=self.keys.tenants,
             job_id=job_id,
@@ -370,7 +370,9 @@ class JobStore:
         shape = (options["timeout"], options["description"])
         template = self._rq_templates.get(shape)
         if template is None:
-            job = self.queue.create_job(RUN_JOB_FUNCTION, args=(_RQ_ID_PLACEHOLDER,), job_id=_RQ_ID_PLACEHOLDER, **options)
+            job = self.queue.create_job(
+                RUN_JOB_FUNCTION, args=(_RQ_ID_PLACEHOLDER,), job_id=_RQ_ID_PLACEHOLDER, **options
+            )
             job.origin = self.queue.name
             job.enqueued_at = rq_now()
             fields = job.to_dict()
