@@ -173,5 +173,5 @@ def test_http_errors_and_an_interrupt_are_one_line_too(stack):
         assert f"/v1/jobs/{job_id}/cancel" in last
     finally:
         waiting.kill()
-        with Client(stack.base_url, ALICE) as client:
-            client.cancel(job_id)
+        with Client(stack.base_url, ALICE) as client, contextlib.suppress(GlassboxError):
+            client.cancel(job_id)  # cleanup only: on a loaded machine the 20-s job may have ended
