@@ -158,6 +158,9 @@ def test_http_errors_and_an_interrupt_are_one_line_too(stack):
         [sys.executable, "-m", "service.cli", "run", "test-lifecycle", "--model", TEST_MODEL,
          "-p", "steps=400", "-p", "step_seconds=0.05", "--wait"],
         env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A Ctrl-C as in a terminal, even where pytest itself runs with SIGINT ignored (started in
+        # the background by a shell without job control), which the child would inherit.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         first = waiting.stderr.readline()  # "job <id> queued"
