@@ -325,3 +325,11 @@ def test_make_param_names_maco():
     assert isinstance(make_param("maco", 1, 8, generator=gen()), MacoParam)
     with pytest.raises(ValueError, match="size the images are rendered at"):
         make_param("maco", 1, 8, generator=gen(), magnitude=natural_spectrum(16))
+
+
+def test_the_api_refuses_exactly_the_regularizers_maco_cannot_apply():
+    """The API (no torch) keeps its own list of the in-place regularizers MACO refuses."""
+    from service.kinds.activation_maximization import MACO_UNSUPPORTED_REGULARIZERS as refused_at_submit
+    from worker.core.actmax.maco import MACO_UNSUPPORTED_REGULARIZERS as refused_by_the_core
+
+    assert tuple(refused_at_submit) == tuple(refused_by_the_core)
