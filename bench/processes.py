@@ -33,6 +33,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
 class Processes:
     """Subprocesses in their own sessions; all stopped by stop_all (TERM, then KILL)."""
 
@@ -50,6 +53,24 @@ class Processes:
         log.close()
         self.procs.append((name, proc))
         return proc
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) each process has used so far, by name (Linux /proc)."""
+        used = {}
+        for name, proc in self.procs:
+            try:
+                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            # utime and stime are the 14th and 15th fields; after the ")" the 3rd is the 1st here.
+            used[name] = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        return used
+
+    def signal_workers(self, signum: int) -> None:
+        """Send `signum` to every worker's process group (SIGSTOP/SIGCONT to pause them)."""
+        for name, proc in self.procs:
+            if name.startswith("worker") and proc.poll() is None:
+                os.killpg(proc.pid, signum)
 
     def check_alive(self) -> None:
         for name, proc in self.procs:

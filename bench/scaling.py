@@ -16,8 +16,9 @@ two cores with eight torch threads) and bench/bare_app.py. Writes bench/results/
    waiting on a GPU), and a real `tabular_attribution` job (CPU-bound). Scaling efficiency is
    rate(N) / (N x rate(1)).
 2. Latency: for 1, 2, 4, ... 64 concurrent keep-alive clients, each operation for a fixed time
-   against Glassbox and then the bare endpoint; median and p99 and requests/s. The saturation
-   point is the first level whose throughput is less than 10% above the previous level's.
+   against Glassbox and then the bare endpoint; median and p99 and requests/s. Creates are
+   measured with the workers paused (the API alone on the cores, as the bare app is) and again
+   with one worker running the jobs meanwhile. The saturation point is the first level whose throughput is less than 10% above the previous level's.
 """
 
 from __future__ import annotations
@@ -107,13 +108,15 @@ def post_jobs(port: int, body: dict, n: int, concurrency: int = 16) -> list[str]
     return asyncio.run(_post_jobs(port, body, n, concurrency))
 
 
-def burst_rate(port: int, r: redis.Redis, body: dict, n: int) -> tuple[float, int]:
-    """Jobs per second from the first POST to the last finished_at; and how many did not succeed.
+def burst_rate(port: int, r: redis.Redis, body: dict, n: int, procs: Processes) -> Burst:
+    """Jobs per second from the first POST to the last finished_at; how many did not succeed;
+    and the CPU each part of the deployment spent per job meanwhile.
 
     The end is watched on the job counters, one command per poll: polling every job of the
     burst (as jobclient.wait_all_terminal does) costs Redis as much CPU as the jobs themselves
     and would slow down what is measured."""
     before = ended_count(r, body["kind"])
+    cpu_before, client_before = procs.cpu_seconds(), _own_cpu_seconds()
     began = time.time()
     ids = post_jobs(port, body, n)
     deadline = time.monotonic() + 600
@@ -121,9 +124,29 @@ def burst_rate(port: int, r: redis.Redis, body: dict, n: int) -> tuple[float, in
         if time.monotonic() > deadline:
             raise RuntimeError(f"a burst of {n} {body['kind']} jobs did not end within 600 s")
         time.sleep(0.05)
+    ended = time.time()
+    cpu = {"client": _own_cpu_seconds() - client_before}
+    for name, seconds in procs.cpu_seconds().items():
+        role = "worker" if name.startswith("worker") else name
+        if role in ("worker", "api", "redis"):
+            cpu[role] = cpu.get(role, 0.0) + seconds - cpu_before.get(name, 0.0)
     rows = wait_all_terminal(r, ids, timeout=60)
     last = max(float(row[1]) for row in rows)
-    return n / (last - began), sum(row[0] != b"succeeded" for row in rows)
+    return Burst(n / (last - began), sum(row[0] != b"succeeded" for row in rows),
+                 {role: seconds / n for role, seconds in cpu.items()}, sum(cpu.values()) / (ended - began))  # fmt: skip
+
+
+@dataclass
+class Burst:
+    rate: float  # jobs/s
+    failed: int
+    cpu_per_job: dict[str, float]  # seconds, by part: worker(s), api, redis, client (this process)
+    cores_busy: float  # CPU seconds of all of them over the burst's wall seconds
+
+
+def _own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def unfinished_jobs(store: JobStore) -> int:
@@ -164,8 +187,11 @@ def throughput_rounds(procs: Processes, env: dict, api: int, r: redis.Redis, cfg
             wait_all_terminal(r, post_jobs(api, body, 3 * count), timeout=300)
         for name, body in JOB_SHAPES.items():
             print(f"  {count} worker(s): {name} x {cfg.burst[name]}", file=sys.stderr, flush=True)
-            runs = [burst_rate(api, r, body, cfg.burst[name]) for _ in range(cfg.repeats.get(name, 1))]
-            rates[name][count] = (statistics.median(rate for rate, _ in runs), sum(failed for _, failed in runs))
+            runs = [burst_rate(api, r, body, cfg.burst[name], procs) for _ in range(cfg.repeats.get(name, 1))]
+            runs.sort(key=lambda burst: burst.rate)
+            median = runs[len(runs) // 2]
+            rates[name][count] = Burst(median.rate, sum(run.failed for run in runs), median.cpu_per_job,
+                                       median.cores_busy)  # fmt: skip
     return rates
 
 
@@ -184,13 +210,24 @@ def keep_one_worker(procs: Processes, r: redis.Redis) -> None:
 
 
 def latency_levels(api: int, bare: int, requests: dict[str, tuple[list[bytes], list[bytes]]], cfg: Config,
-                   drain) -> dict[str, list[tuple[int, LoadResult, LoadResult]]]:  # fmt: skip
+                   drain, procs: Processes) -> dict[str, list[tuple[int, LoadResult, LoadResult]]]:  # fmt: skip
+    """Each operation at each level, Glassbox then bare. `create` runs with the workers paused
+    (SIGSTOP: the jobs wait in the queue), so that the API has the cores to itself as the bare
+    app has; `create, a worker draining` lets the worker run the jobs on the same two cores
+    meanwhile. Jobs created are drained before the bare run either way."""
     results: dict[str, list[tuple[int, LoadResult, LoadResult]]] = {}
     for operation, (ours, baseline) in requests.items():
         results[operation] = []
         for clients in cfg.levels:
             print(f"  {operation}: {clients} clients", file=sys.stderr, flush=True)
-            glassbox = run_load(api, ours, clients, cfg.seconds)
+            paused = operation == "create"
+            if paused:
+                procs.signal_workers(signal.SIGSTOP)
+            try:
+                glassbox = run_load(api, ours, clients, cfg.seconds)
+            finally:
+                if paused:
+                    procs.signal_workers(signal.SIGCONT)
             drain()
             bare_load = run_load(bare, baseline, clients, cfg.seconds)
             results[operation].append((clients, glassbox, bare_load))
@@ -224,10 +261,34 @@ def goals(cfg: Config, rates: dict, latency: dict) -> list[str]:
         lines.append(f"| create p99 at 8 clients < 50 ms | {ms(p99)} ms | {'yes' if p99 < 0.050 else 'no'} |")
     zero = rates.get("0-s job", {})
     if 1 in zero and 2 in zero:
-        efficiency = zero[2][0] / (2 * zero[1][0])
-        lines.append(f"| 0-s jobs: efficiency at 2 workers >= 0.8 | {zero[1][0]:.0f}/s -> {zero[2][0]:.0f}/s: "
+        efficiency = zero[2].rate / (2 * zero[1].rate)
+        lines.append(f"| 0-s jobs: efficiency at 2 workers >= 0.8 | {zero[1].rate:.0f}/s -> {zero[2].rate:.0f}/s: "
                      f"{efficiency:.2f} | {'yes' if efficiency >= 0.8 else 'no'} |")  # fmt: skip
     return [*lines, ""]
+
+
+def cpu_table(rates: dict, cfg: Config) -> list[str]:
+    """Where the cores go: CPU per job by part of the deployment, for the 0-s and real jobs. A
+    burst cannot go faster than the cores allow: rate x total CPU per job <= cores."""
+    lines = [
+        "",
+        "CPU per job during those bursts (ms, user + system, read from /proc), by part: the workers together, the "
+        "API, Redis and this client (the POSTs and the end polling). Cores busy = all of it over the burst's wall "
+        f"time; this machine has {os.cpu_count()}. Where one worker already keeps more than 1.25 cores busy, "
+        "two workers cannot reach 0.8 efficiency here whatever they do.",
+        "",
+        "| job | workers | worker | API | Redis | client | total | cores busy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, by_workers in rates.items():
+        if "sleeping" in name:
+            continue
+        for n in cfg.workers:
+            cpu = by_workers[n].cpu_per_job
+            parts = " | ".join(f"{cpu.get(role, 0.0) * 1000:.2f}" for role in ("worker", "api", "redis", "client"))
+            total = sum(cpu.values()) * 1000
+            lines.append(f"| {name} | {n} | {parts} | {total:.2f} | {by_workers[n].cores_busy:.2f} |")
+    return lines
 
 
 def build_report(command: str, cfg: Config, rates: dict, latency: dict, load: tuple[float, float]) -> str:
@@ -254,21 +315,24 @@ def build_report(command: str, cfg: Config, rates: dict, latency: dict, load: tu
         "|---|---:|" + "---:|" * (2 * len(cfg.workers) - 1),
     ]  # fmt: skip
     for name, by_workers in rates.items():
-        one = by_workers[cfg.workers[0]][0]
+        one = by_workers[cfg.workers[0]].rate
         cells = [
-            f"{by_workers[n][0]:.1f}/s" + (f" ({by_workers[n][1]} failed)" if by_workers[n][1] else "")
+            f"{by_workers[n].rate:.1f}/s" + (f" ({by_workers[n].failed} failed)" if by_workers[n].failed else "")
             for n in cfg.workers
         ]
-        efficiency = [f"{by_workers[n][0] / (n * one):.0%}" for n in cfg.workers[1:]]
+        efficiency = [f"{by_workers[n].rate / (n * one):.0%}" for n in cfg.workers[1:]]
         lines.append(f"| {name} | {cfg.burst[name]} | {' | '.join(cells)} | {' | '.join(efficiency)} |")
+    lines += cpu_table(rates, cfg)
     lines += [
         "",
         "## Latency at increasing concurrency, paired with a bare FastAPI endpoint",
         "",
         f"Each level: {cfg.seconds:g} s of Glassbox, then {cfg.seconds:g} s of the bare endpoint of the same shape "
         "(bench/bare_app.py: a constant JSON for get and create, 64 KiB of constant bytes for download). "
-        "create = `POST /v1/jobs` of a 0-s job (one worker drains them; the queue is drained before the "
-        "paired bare run); get = `GET /v1/jobs/{id}` over 200 finished jobs; download = a 64 KiB artifact of "
+        "create = `POST /v1/jobs` of a 0-s job with the worker paused (SIGSTOP; the jobs wait in the queue), so "
+        "that the API has the cores to itself as the bare app does; `create, a worker draining` = the same with "
+        "one worker running the jobs on the same two cores meanwhile (a deployment whose workers run elsewhere "
+        "sees the first; the queue is drained before each paired bare run); get = `GET /v1/jobs/{id}` over 200 finished jobs; download = a 64 KiB artifact of "
         "those jobs. Latencies in ms.",
         "",
         "| operation | clients | median | p99 | req/s | bare median | bare p99 | bare req/s | req/s vs bare | errors |",
@@ -362,6 +426,10 @@ def main(argv: list[str] | None = None) -> int:
                 [raw_request("POST", "/v1/jobs", api_port, create_body)],
                 [raw_request("POST", "/v1/jobs", bare_port, create_body)],
             ),
+            "create, a worker draining": (
+                [raw_request("POST", "/v1/jobs", api_port, create_body)],
+                [raw_request("POST", "/v1/jobs", bare_port, create_body)],
+            ),
         }
 
         store = JobStore(r, Settings(redis_url=redis_url))
@@ -373,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise RuntimeError("the queue did not drain within 300 s")
                 time.sleep(0.05)
 
-        latency = latency_levels(api_port, bare_port, requests, cfg, drain)
+        latency = latency_levels(api_port, bare_port, requests, cfg, drain, procs)
         procs.check_alive()
         report = build_report(command, cfg, rates, latency, (load_before, os.getloadavg()[0]))
         print(report)

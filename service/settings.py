@@ -141,6 +141,16 @@ class Settings(BaseSettings):
         "AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION / AWS_DEFAULT_REGION variables). "
         "Empty: `<data_dir>/blobs`.",
     )
+    artifact_flush_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="With a `file` blob store: a job's artifacts are published when it finishes and "
+        "fsynced to disk within this many seconds, many jobs' files at once (a crash of the machine, not "
+        "of a process, can lose that window, as Redis's `appendfsync everysec` does for job records; a "
+        "download of a file cut short by one is refused, and the job gives the same result run again "
+        "with its seed). 0: fsynced before the job finishes (each job then waits for the disk).",
+    )
     s3_endpoint_url: str = Field(
         default="",
         description="Endpoint of a non-AWS S3 store (MinIO, SeaweedFS, Ceph RGW, R2), e.g. "

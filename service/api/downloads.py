@@ -86,6 +86,19 @@ async def blob_response(
         reader = await store.open_read_async(key, start, end)
     except BlobNotFound:
         raise ProblemError(404, "file-gone", "The file is no longer stored (it expired or was deleted).") from None
+    except RangeNotSatisfiable:  # shorter than recorded: the reader's size check below says so
+        reader = None
+    if reader is None or reader.size != size:
+        # A crash of the machine before the file reached the disk (artifacts are fsynced in the
+        # background: GLASSBOX_ARTIFACT_FLUSH_SECONDS): never serve it cut short.
+        if reader is not None:
+            await reader.aclose()
+        raise ProblemError(
+            404, "file-gone",
+            f"The stored file has {'another size' if reader else 'fewer bytes'} than the {size} bytes recorded "
+            "(it was lost in a crash of the machine); run the job again: with the same `seed` it gives the same "
+            "result.",
+        )  # fmt: skip
     return StreamingResponse(
         reader, status_code=status, headers=headers, media_type=media_type, background=BackgroundTask(reader.aclose)
     )

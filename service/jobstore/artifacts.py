@@ -34,12 +34,13 @@ class ArtifactFiles:
 
     def write(self, job_id: str, blobs: Sequence[ArtifactBlob]) -> tuple[str, list[ArtifactRef]]:
         """Put every artifact under a new prefix of this try; returns the prefix and the
-        references (size and sha256 measured as the bytes went in)."""
+        references (size and sha256 measured as the bytes went in). The file store fsyncs them
+        in the background, within GLASSBOX_ARTIFACT_FLUSH_SECONDS (storage/deferred_flush.py)."""
         prefix = f"artifacts/{job_id}/{secrets.token_hex(6)}"
         self.leases.hold(prefix, UNPUBLISHED_GRACE_SECONDS)
         refs = []
         for blob in blobs:
-            info = self.store.put_bytes(f"{prefix}/{blob.name}", blob.data)
+            info = self.store.put_bytes(f"{prefix}/{blob.name}", blob.data, sync=False)
             refs.append(
                 ArtifactRef(
                     name=blob.name, content_type=blob.content_type, bytes=info.size, sha256=info.sha256,

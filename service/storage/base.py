@@ -21,12 +21,15 @@ class BlobStore(ABC):
     url: str  # `file:///abs/path` or `s3://bucket/prefix`, for logs and health output
 
     @abstractmethod
-    def put_stream(self, key: str, chunks: Iterable[Any], *, max_bytes: int | None = None) -> BlobInfo:
+    def put_stream(
+        self, key: str, chunks: Iterable[Any], *, max_bytes: int | None = None, sync: bool = True
+    ) -> BlobInfo:
         """Store the concatenated chunks under `key` (replacing any object there) or nothing.
 
         Raises BlobTooLarge as soon as more than `max_bytes` have arrived; any exception from
         `chunks` propagates unchanged. Either way no object appears under `key` and no partial
-        upload is left behind.
+        upload is left behind. `sync=False`: the object may reach stable storage a little after
+        the put returns (the file backend's flush interval; S3 objects always have when it does).
         """
 
     @abstractmethod
@@ -35,8 +38,8 @@ class BlobStore(ABC):
     ) -> BlobInfo:
         """put_stream for an async source (e.g. a request body)."""
 
-    def put_bytes(self, key: str, data: bytes, *, max_bytes: int | None = None) -> BlobInfo:
-        return self.put_stream(key, [data], max_bytes=max_bytes)
+    def put_bytes(self, key: str, data: bytes, *, max_bytes: int | None = None, sync: bool = True) -> BlobInfo:
+        return self.put_stream(key, [data], max_bytes=max_bytes, sync=sync)
 
     @abstractmethod
     def open_read(

@@ -44,7 +44,7 @@ def open_blob_store(settings: Settings) -> BlobStore:
     """The store `settings` name: a directory by default (under `data_dir`), or an S3 bucket."""
     scheme, location, prefix = parse_blob_url(settings.blob_url or default_blob_url(settings))
     if scheme == "file":
-        return FileBlobStore(location)
+        return FileBlobStore(location, flush_interval=settings.artifact_flush_seconds)
     endpoint = settings.s3_endpoint_url or None
     if endpoint and endpoint.startswith("http://") and not settings.s3_allow_http:
         raise ValueError(f"the S3 endpoint {endpoint!r} is plain http: set GLASSBOX_S3_ALLOW_HTTP=true to allow it")

@@ -2,7 +2,8 @@
 
 A put writes `<root>/.tmp/<random>.part` (same filesystem as its destination), fsyncs it, and
 publishes it with os.replace, which is atomic on POSIX: readers see the old object or the new
-one, never a part. Several processes, or hosts sharing the volume, may write at once: temporary
+one, never a part. A put with `sync=False` (job artifacts) is published before its fsync, which
+a background thread does within `flush_interval` seconds (deferred_flush.py). Several processes, or hosts sharing the volume, may write at once: temporary
 names are random, and the last publish of a key wins. A crash leaves only a `.part` file,
 which discard_abandoned_uploads removes once it is old.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from service.storage.base import BlobStore
+from service.storage.deferred_flush import DeferredFlush
 from service.storage.errors import BlobNotFound
 from service.storage.keys import require_folder_prefix, resolve_range, validate_key, validate_prefix
 from service.storage.streams import DEFAULT_CHUNK_SIZE, AsyncBlobReader, BlobInfo, BlobMeta, BlobReader, Meter
@@ -30,11 +32,13 @@ _PUBLISH_TRIES = 5
 
 
 class FileBlobStore(BlobStore):
-    def __init__(self, root: str | os.PathLike[str]):
+    def __init__(self, root: str | os.PathLike[str], *, flush_interval: float = 0.0):
         self.root = Path(root).resolve()
         self.url = self.root.as_uri()
         self._temp_dir = self.root / TEMP_DIR
         self._temp_dir.mkdir(parents=True, exist_ok=True)
+        # 0: every put is on disk when it returns, `sync=False` or not.
+        self.deferred = DeferredFlush(self.root, flush_interval) if flush_interval > 0 else None
 
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)
@@ -44,19 +48,25 @@ class FileBlobStore(BlobStore):
 
     # ------------------------------------------------------------------ writing
 
-    def put_stream(self, key: str, chunks: Iterable[Any], *, max_bytes: int | None = None) -> BlobInfo:
+    def put_stream(
+        self, key: str, chunks: Iterable[Any], *, max_bytes: int | None = None, sync: bool = True
+    ) -> BlobInfo:
         final = self._path(key)
         meter = Meter(key, max_bytes)
         temp = self._new_temp()
+        deferred = None if sync else self.deferred
         try:
             with open(temp, "xb") as file:
                 for chunk in meter.wrap(chunks):
                     file.write(chunk)
-                _flush_to_disk(file)
-            self._publish(temp, final)
+                if deferred is None:
+                    _flush_to_disk(file)
+            self._publish(temp, final, sync=deferred is None)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
+        if deferred is not None:
+            deferred.add(final)
         return meter.info()
 
     async def put_stream_async(
@@ -89,7 +99,7 @@ class FileBlobStore(BlobStore):
     def _new_temp(self) -> Path:
         return self._temp_dir / f"{uuid.uuid4().hex}.part"
 
-    def _publish(self, temp: Path, final: Path) -> None:
+    def _publish(self, temp: Path, final: Path, *, sync: bool = True) -> None:
         # A concurrent delete may prune the (empty) destination folder between mkdir and
         # replace; then the folder is made again.
         for attempt in range(_PUBLISH_TRIES):
@@ -100,7 +110,8 @@ class FileBlobStore(BlobStore):
             except FileNotFoundError:
                 if not temp.exists() or attempt == _PUBLISH_TRIES - 1:
                     raise
-        _fsync_directory(final.parent)
+        if sync:
+            _fsync_directory(final.parent)
 
     # ------------------------------------------------------------------ reading
 
