@@ -28,7 +28,7 @@ from service.catalogs import DatasetCatalog, ModelCatalog
 from service.indexes import IndexCatalog
 from service.jobstore import AsyncJobCreates, AsyncJobReader, JobRuns, JobStore, Reaper
 from service.plugins import load_plugins
-from service.redis_connection import UNCONFIGURED_REDIS_URL, redis_options
+from service.redis_connection import UNCONFIGURED_REDIS_URL, async_redis_from_url, redis_options
 from service.settings import Settings
 from service.spectra import SpectrumCatalog
 from service.storage import open_blob_store
@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.redis = connection
     # No socket_timeout here: on Python 3.11 redis.asyncio wraps every command in
     # asyncio.wait_for when one is set, which costs a task per command on the hottest path.
-    app.state.async_redis = redis.asyncio.Redis.from_url(url, **{**redis_options(), "socket_timeout": None})
+    app.state.async_redis = async_redis_from_url(url, **{**redis_options(), "socket_timeout": None})
     app.state.store = JobStore(connection, settings)
     app.state.blobs = open_blob_store(settings)
     app.state.reaper = Reaper(
