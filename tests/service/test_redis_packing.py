@@ -21,8 +21,8 @@ COMMANDS = [
     (b"CLIENT SETNAME", "glassbox"),
     ("SET", "key", 1.5),  # a float: redis-py's own path
     ("HSET", "h", *[f"field{i}" for i in range(200)]),
-    ("SET", "big", "x" * 100_000),
-    ("HSET", "rq:job:1", "status", RQStatus.QUEUED),  # a str enum: its value  # past redis-py's buffer cutoff, where it splits the output
+    ("SET", "big", "x" * 100_000),  # past redis-py's buffer cutoff, where it splits the output
+    ("HSET", "rq:job:1", "status", RQStatus.QUEUED),  # a str enum: its value
 ]
 
 
