@@ -146,8 +146,13 @@ def document_problems(document: dict[str, Any]) -> None:
 
 
 def _body_model(request: Request) -> type[BaseModel] | None:
-    """The pydantic model of the JSON body the matched route reads, if it reads one."""
-    field = getattr(request.scope.get("route"), "body_field", None)
+    """The pydantic model of the JSON body the matched route reads, if it reads one: declared as
+    a parameter, or read by the endpoint itself (json_body.reads_json_body)."""
+    route = request.scope.get("route")
+    marked = getattr(getattr(route, "endpoint", None), "json_body_model", None)
+    if marked is not None:
+        return marked
+    field = getattr(route, "body_field", None)
     annotation = getattr(getattr(field, "field_info", None), "annotation", None)
     return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
 
