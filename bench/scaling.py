@@ -142,6 +142,7 @@ class Burst:
     failed: int
     cpu_per_job: dict[str, float]  # seconds, by part: worker(s), api, redis, client (this process)
     cores_busy: float  # CPU seconds of all of them over the burst's wall seconds
+    spread: tuple[float, float] = (0.0, 0.0)  # the slowest and fastest of the repeated bursts, jobs/s
 
 
 def _own_cpu_seconds() -> float:
@@ -191,7 +192,7 @@ def throughput_rounds(procs: Processes, env: dict, api: int, r: redis.Redis, cfg
             runs.sort(key=lambda burst: burst.rate)
             median = runs[len(runs) // 2]
             rates[name][count] = Burst(median.rate, sum(run.failed for run in runs), median.cpu_per_job,
-                                       median.cores_busy)  # fmt: skip
+                                       median.cores_busy, (runs[0].rate, runs[-1].rate))  # fmt: skip
     return rates
 
 
@@ -307,7 +308,8 @@ def build_report(command: str, cfg: Config, rates: dict, latency: dict, load: tu
         "## Throughput of small jobs by number of workers",
         "",
         "A burst submitted at once (16 concurrent keep-alive POSTs); jobs/s from the first POST to the last "
-        f"`finished_at`; for the 0-s job the median of {cfg.repeats.get('0-s job', 1)} bursts. "
+        f"`finished_at`; for the 0-s job the median of {cfg.repeats.get('0-s job', 1)} bursts (the slowest and the "
+        "fastest in brackets: on this shared 2-core machine, bursts of the same jobs vary by a third). "
         "Efficiency = rate(N) / (N x rate(1 worker)).",
         "",
         "| job | jobs per burst | " + " | ".join(f"{n} worker{'s' * (n > 1)}" for n in cfg.workers) + " | "
@@ -317,7 +319,9 @@ def build_report(command: str, cfg: Config, rates: dict, latency: dict, load: tu
     for name, by_workers in rates.items():
         one = by_workers[cfg.workers[0]].rate
         cells = [
-            f"{by_workers[n].rate:.1f}/s" + (f" ({by_workers[n].failed} failed)" if by_workers[n].failed else "")
+            f"{by_workers[n].rate:.1f}/s"
+            + (f" [{by_workers[n].spread[0]:.0f}-{by_workers[n].spread[1]:.0f}]" if cfg.repeats.get(name, 1) > 1 else "")
+            + (f" ({by_workers[n].failed} failed)" if by_workers[n].failed else "")
             for n in cfg.workers
         ]
         efficiency = [f"{by_workers[n].rate / (n * one):.0%}" for n in cfg.workers[1:]]
@@ -367,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.levels, cfg.seconds = (1, 8, 64), 1.0
     else:
         cfg.burst = {names[0]: 200, names[1]: 48, names[2]: 24}
-    cfg.repeats = {names[0]: 3}
+    cfg.repeats = {names[0]: 5}
     command = shlex.join(["uv", "run", "python", "-m", "bench.scaling", *(argv if argv is not None else sys.argv[1:])])
 
     load_before = os.getloadavg()[0]

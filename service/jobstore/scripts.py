@@ -52,6 +52,13 @@ _ADMIT_CALL = (
     "pending_prefix, rq_job_prefix, rq_queue, rq_queues)"
 )
 
+
+def _returns_with_admitted(reply: str) -> str:
+    """Lua that admits the tenant's waiting jobs and returns the table `reply` followed by the
+    admitted jobs the caller must queue itself (admit_waiting's return)."""
+    return f"local reply = {reply}\nfor _, id in ipairs({_ADMIT_CALL}) do table.insert(reply, id) end\nreturn reply\n"
+
+
 # A new job, in one round trip: the idempotency key, the record and its indexes, RQ's job hash,
 # and admission, which queues the job on RQ at once when the tenant is under its limit. Record
 # and RQ job exist together or not at all: nothing is left to repair for a create that died
@@ -116,14 +123,8 @@ redis.call('SADD', tenants, tenant)
 redis.call('HINCRBY', stats, stat_field, 1)
 redis.call('RPUSH', waiting, job_id)
 redis.call('SADD', tenants_waiting, tenant)
-local reply = {'created', job_id, fingerprint}
-for _, id in ipairs("""
-    + _ADMIT_CALL
-    + """) do
-  table.insert(reply, id)
-end
-return reply
-""",
+"""
+    + _returns_with_admitted("{'created', job_id, fingerprint}"),
 )
 
 ADMIT = LuaScript(
@@ -219,14 +220,8 @@ redis.call('HINCRBY', stats, state[3] .. '|' .. status, 1)
 for i = 1, #duration_fields do redis.call('HINCRBY', durations, duration_fields[i], 1) end
 if duration_sum ~= '' then redis.call('HINCRBYFLOAT', durations, duration_sum, seconds_run) end
 redis.call('PUBLISH', channel, cjson.encode({type = 'status', status = status}))
-local reply = {'finished'}
-for _, id in ipairs("""
-    + _ADMIT_CALL
-    + """) do
-  table.insert(reply, id)
-end
-return reply
-""",
+"""
+    + _returns_with_admitted("{'finished'}"),
 )
 
 # Puts a running job back in the queue: after its worker was lost (while it has tries left:

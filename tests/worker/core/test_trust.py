@@ -223,6 +223,16 @@ def test_path_similarity_of_a_grey_image_on_a_hand_built_net():
     assert data["definition"].startswith("Path similarity")
     assert [v["flagged"] for v in data["visualizations"]] == [False, True]
     assert data["random_images"] == 2 and data["exemplars"] == 2
+    # the random images' vectors computed once, as a job with several units shares them
+    shared = layer_vectors(model, torch.cat([a, c]), ["0", "1"])
+    again = path_similarity(
+        model, ["0", "1"], torch.cat([grey, d]), torch.cat([a, b]), torch.cat([a, c]), batch_size=3,
+        random_vectors=shared,
+    )  # fmt: skip
+    for mine, theirs in zip(again.similarity, result.similarity, strict=True):
+        assert mine == pytest.approx(theirs, abs=1e-12)
+    assert again.random_similarity == pytest.approx(result.random_similarity, abs=1e-12)
+    assert (again.flagged, again.random_images) == (result.flagged, result.random_images)
 
 
 def test_a_random_image_that_is_the_only_exemplar_leaves_no_baseline():

@@ -211,20 +211,29 @@ def path_similarity(
     exemplars: torch.Tensor,
     random_images: torch.Tensor,
     batch_size: int = 64,
+    random_vectors: dict[str, torch.Tensor] | None = None,
 ) -> PathSimilarity:
     """Geirhos et al.'s check for V visualizations of one unit: model-input tensors
     `visualizations` [V, ...], the unit's top natural exemplars [E, ...] and random dataset
     images [R, ...], compared on `layers` (names as `inspect_layers` gives them, below the unit;
-    see `comparison_layers`). Raises ValueError when there is nothing to compare: no layer, no
-    exemplar, or no random image that is not the only exemplar."""
+    see `comparison_layers`). `random_vectors`: `layer_vectors` of the random images on these
+    layers, when several units share them (a job's units: the random images are passed through
+    the network once per job, not once per unit). Raises ValueError when there is nothing to
+    compare: no layer, no exemplar, or no random image that is not the only exemplar."""
     if not layers:
         raise ValueError("no layer to compare on (the unit's layer is the first one)")
     if exemplars.shape[0] == 0:
         raise ValueError("no exemplar to compare with")
     v, e = visualizations.shape[0], exemplars.shape[0]
-    common = torch.promote_types(torch.promote_types(visualizations.dtype, exemplars.dtype), random_images.dtype)
-    images = torch.cat([visualizations.to(common), exemplars.to(common), random_images.to(common)])
-    vectors = layer_vectors(model, images, list(dict.fromkeys(layers)), batch_size)
+    layers = list(dict.fromkeys(layers))
+    common = torch.promote_types(visualizations.dtype, exemplars.dtype)
+    if random_vectors is None:
+        common = torch.promote_types(common, random_images.dtype)
+        images = torch.cat([visualizations.to(common), exemplars.to(common), random_images.to(common)])
+        vectors = layer_vectors(model, images, layers, batch_size)
+    else:
+        own = layer_vectors(model, torch.cat([visualizations.to(common), exemplars.to(common)]), layers, batch_size)
+        vectors = {layer: torch.cat([own[layer], random_vectors[layer]]) for layer in layers}
     kept, duplicates = _distinct(vectors)
     # pairs (random image, exemplar) that are the same picture: not compared
     allowed = ~same_images(random_images, exemplars)  # [R, E]

@@ -25,7 +25,7 @@ import torch
 from service.kinds.activation_maximization import ActivationMaximizationParams
 from worker.core.actmax import unit_top
 from worker.core.imaging import prepare_images
-from worker.core.trust.path_similarity import DEFINITION, comparison_layers, path_similarity
+from worker.core.trust.path_similarity import DEFINITION, comparison_layers, layer_vectors, path_similarity
 from worker.datasets import ImageSet
 
 DATASET_BATCH = 64
@@ -99,6 +99,7 @@ def path_similarity_panel(
     rng = np.random.default_rng(params.seed)
     randoms = sorted(rng.choice(len(images), size=min(spec.random_images, len(images)), replace=False).tolist())
     random_input = prepare_images(images.read(randoms), record["input"], device)
+    random_vectors = layer_vectors(model, random_input, layers)  # once for all the units
     shown = torch.from_numpy(delivered).to(device)
     groups = objective.groups()
     units, per_image = [], [None] * objective.n
@@ -106,7 +107,9 @@ def path_similarity_panel(
         mine = [i for i, g in enumerate(groups) if g == position]
         exemplar_input = prepare_images(images.read(top[position]), record["input"], device)
         try:
-            result = path_similarity(model, layers, to_input(shown[mine]), exemplar_input, random_input)
+            result = path_similarity(
+                model, layers, to_input(shown[mine]), exemplar_input, random_input, random_vectors=random_vectors
+            )
         except ValueError as exc:
             units.append({"unit": unit if objective.has_units else None, "computed": False, "reason": str(exc)})
             continue
