@@ -57,7 +57,7 @@ class DeferredFlush:
         folders: set[Path] = set()
         for position, path in enumerate(pending):
             try:
-                _fsync(path)
+                fsync_path(path)
             except FileNotFoundError:  # deleted meanwhile (a discarded try, an expired job)
                 continue
             except OSError:
@@ -71,7 +71,7 @@ class DeferredFlush:
                 folder = folder.parent
         for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
             with contextlib.suppress(FileNotFoundError):
-                _fsync(folder)
+                fsync_path(folder)
         return len(pending)
 
     def close(self) -> None:
@@ -92,7 +92,8 @@ class DeferredFlush:
                 log.exception("flushing published files to disk failed")
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder by its path (a folder: the names in it, such as a rename's)."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from service.storage.base import BlobStore
-from service.storage.deferred_flush import DeferredFlush
+from service.storage.deferred_flush import DeferredFlush, fsync_path
 from service.storage.errors import BlobNotFound
 from service.storage.keys import require_folder_prefix, resolve_range, validate_key, validate_prefix
 from service.storage.streams import DEFAULT_CHUNK_SIZE, AsyncBlobReader, BlobInfo, BlobMeta, BlobReader, Meter
@@ -111,7 +111,7 @@ class FileBlobStore(BlobStore):
                 if not temp.exists() or attempt == _PUBLISH_TRIES - 1:
                     raise
         if sync:
-            _fsync_directory(final.parent)
+            fsync_path(final.parent)  # the rename itself (the bytes were fsynced before it)
 
     # ------------------------------------------------------------------ reading
 
@@ -219,13 +219,6 @@ def _flush_to_disk(file: IO[bytes]) -> None:
     os.fsync(file.fileno())
 
 
-def _fsync_directory(folder: Path) -> None:
-    """Make the rename itself durable (the file's bytes were fsynced before it)."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _read_chunks(file: IO[bytes], length: int, chunk_size: int) -> Iterator[bytes]:
