@@ -15,10 +15,7 @@ import json
 import time
 from typing import Any
 
-import redis
-
-from service.blob_leases import BlobLeases
-from service.keys import Keys
+from service.derived_records import DerivedRecords
 
 INDEX_FILE = "stats.npz"
 
@@ -50,47 +47,11 @@ def index_id(model: str, dataset: str, layer: str, contract: dict[str, Any]) -> 
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-class IndexCatalog:
-    def __init__(self, connection: redis.Redis, keys: Keys):
-        self.redis = connection
-        self.keys = keys
-        self.leases = BlobLeases(connection, keys)
-
-    def _key(self, tenant: str) -> str:
-        return f"{self.keys.ns}:indexes:{tenant}"
-
-    def get(self, tenant: str, index: str) -> dict[str, Any] | None:
-        raw = self.redis.hget(self._key(tenant), index)
-        return json.loads(raw) if raw else None
+class IndexCatalog(DerivedRecords):
+    collection = "indexes"
 
     def records(self, tenant: str) -> list[dict[str, Any]]:
-        found = [json.loads(v) for v in self.redis.hvals(self._key(tenant))]
-        return sorted(found, key=lambda r: (r["model"], r["dataset"], r["layer"]))
-
-    def publish(self, tenant: str, record: dict[str, Any]) -> None:
-        """The record of a finished index; its file now lives until the index is deleted (a
-        previous file of the same index, if any, goes at the next sweep)."""
-        previous = self.get(tenant, record["id"])
-        self.redis.hset(self._key(tenant), record["id"], json.dumps(record))
-        self.leases.keep(record["prefix"])
-        if previous and previous.get("prefix") != record["prefix"]:
-            self.leases.release(previous["prefix"])
-
-    def delete(self, tenant: str, index: str) -> bool:
-        record = self.get(tenant, index)
-        if record is None or not self.redis.hdel(self._key(tenant), index):
-            return False
-        self.leases.release(record["prefix"])
-        return True
-
-    def delete_for(self, tenant: str, *, model: str | None = None, dataset: str | None = None) -> int:
-        """Delete the tenant's indexes of a model or a dataset being deleted."""
-        gone = [
-            r["id"]
-            for r in self.records(tenant)
-            if (model and r["model"] == model) or (dataset and r["dataset"] == dataset)
-        ]
-        return sum(self.delete(tenant, index) for index in gone)
+        return sorted(super().records(tenant), key=lambda r: (r["model"], r["dataset"], r["layer"]))
 
     # ---- one build at a time per index ----------------------------------------------------
 

@@ -1,10 +1,9 @@
 """MACO's dataset spectra: the average Fourier magnitude of a dataset's images at one size,
 computed once (worker/kinds/activation_maximization/spectrum.py) and kept in the blob store.
 
-A spectrum is a derived record of its dataset, kept like an activation index (same lifecycle:
-the blob prefix is held while written, kept once published, released when the dataset is
-deleted), so it is stored by the index catalog's code under its own Redis hash
-`ns:spectra:{tenant}`; it does not depend on a model, and it is not listed as an index.
+A spectrum is a derived record of its dataset (derived_records.py: the blob prefix is held
+while written, kept once published, released when the dataset is deleted), under its own Redis
+hash `ns:spectra:{tenant}`.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from service.indexes import IndexCatalog
+from service.derived_records import DerivedRecords
 
 SPECTRUM_FILE = "spectrum.npy"
 
@@ -22,6 +21,5 @@ def spectrum_id(dataset_identity: str, size: int, decorrelate: bool) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-class SpectrumCatalog(IndexCatalog):
-    def _key(self, tenant: str) -> str:
-        return f"{self.keys.ns}:spectra:{tenant}"
+class SpectrumCatalog(DerivedRecords):
+    collection = "spectra"

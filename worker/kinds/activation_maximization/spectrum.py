@@ -52,7 +52,7 @@ def cached_spectrum(ctx: JobContext, dataset_id: str, size: int, *, decorrelate:
     catalog.leases.hold(prefix, WRITE_GRACE_SECONDS)
     info = ctx.files.store.put_bytes(f"{prefix}/{SPECTRUM_FILE}", buffer.getvalue())
     catalog.publish(ctx.tenant, {
-        "id": key, "model": "", "dataset": dataset_id, "layer": "", "size": size, "decorrelate": decorrelate,
+        "id": key, "dataset": dataset_id, "size": size, "decorrelate": decorrelate,
         "images": len(picks), "prefix": prefix, "file": f"{prefix}/{SPECTRUM_FILE}", "bytes": info.size,
         "built_by": ctx.job_id, "built_at": time.time(), "build_seconds": round(time.perf_counter() - started, 3),
     })  # fmt: skip
