@@ -58,6 +58,21 @@ def build_architecture(architecture: str, record: dict[str, Any], state_keys: di
     raise JobFailed("model-invalid", "Unknown architecture", architecture)
 
 
+def is_inspected(record: dict[str, Any]) -> bool:
+    """Whether a model's catalog record lists its layers as jobs address them. A record written
+    before layers had layouts is inspected again: its shapes may be a transformer's [tokens,
+    features], which jobs now address features first."""
+    layers = record.get("layers")
+    return bool(layers) and record.get("status") == "ready" and all("layout" in entry for entry in layers)
+
+
+def inspected_record(models: ModelLoader, tenant: str, model_text: str) -> dict[str, Any]:
+    """The model's record with its layers: read from the catalog when an inspection already
+    wrote them (any job that loaded the model did), else the model is loaded (and inspected)."""
+    record = models.resolve(tenant, model_text)[2]
+    return record if is_inspected(record) else models.load(tenant, model_text)[0].record
+
+
 class ModelLoader:
     def __init__(self, catalog: ModelCatalog, store: BlobStore, cache: ModelCache, device: str):
         self.catalog = catalog
@@ -95,10 +110,7 @@ class ModelLoader:
         if record.get("batch"):  # confirmed by the model's inspection
             sizes = BatchSizes(**record["batch"])
             set_accepted_batch_sizes(module, None if sizes.any else sizes)
-        layers = record.get("layers")
-        # A record written before layers had layouts is inspected again: its shapes may be a
-        # transformer's [tokens, features], which jobs now address features first.
-        if not layers or record.get("status") != "ready" or any("layout" not in entry for entry in layers):
+        if not is_inspected(record):
             record = self._inspect(scope, ref, module, record)
         # Every capture of a layer's output (worker/core/probe.py) turns it channels first.
         set_layer_layouts(module, {entry["name"]: entry["layout"] for entry in record["layers"]})

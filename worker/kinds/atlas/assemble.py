@@ -16,6 +16,7 @@ from worker.context import JobContext, JobOutput
 from worker.indexes import IndexAccess
 from worker.kinds.atlas.files import read_chunk, unit_file
 from worker.kinds.atlas.pictures import TILE, sheet_columns, sprite_sheet, tile_from_png
+from worker.models.loader import inspected_record
 
 SHEETS = {"fv": "sheet-feature-visualizations.png", "best": "sheet-exemplars.png"}
 
@@ -51,10 +52,10 @@ def run(ctx: JobContext, params: AtlasAssembleParams) -> JobOutput:
         if any(t is not None for t in tiles):
             sheets[kind] = png_artifact(file, sprite_sheet(tiles, columns))
 
-    loaded_record = ctx.models.load(ctx.tenant, ctx.model)[0].record
-    layer = next(entry for entry in loaded_record["layers"] if entry["name"] == atlas.layer)
+    model_record = inspected_record(ctx.models, ctx.tenant, ctx.model)
+    layer = next(entry for entry in model_record["layers"] if entry["name"] == atlas.layer)
     index = IndexCatalog(ctx.runs.redis, ctx.runs.keys).get(
-        ctx.tenant, IndexAccess(ctx, loaded_record, atlas.dataset).id(atlas.layer)
+        ctx.tenant, IndexAccess(ctx, model_record, atlas.dataset).id(atlas.layer)
     )
     document = {
         "model": parent.model, "dataset": atlas.dataset,

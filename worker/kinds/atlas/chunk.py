@@ -34,7 +34,9 @@ def run(ctx: JobContext, params: AtlasChunkParams) -> JobOutput:
     deconv = DeconvnetParams(layer=atlas.layer, channels=params.units, dataset=atlas.dataset, top_k=atlas.top_k,
                              method=atlas.method, batch_size=min(atlas.batch_size, 1024))  # fmt: skip
     projections = project_neurons(ctx, deconv)
-    found = IndexAccess(ctx, record, atlas.dataset).find(atlas.layer, index_k(atlas))
+    found = projections.layer_index  # the projections' own index: not read again
+    if found is None or found.record["k"] < index_k(atlas):
+        found = IndexAccess(ctx, record, atlas.dataset).find(atlas.layer, index_k(atlas))
     if found is None:
         raise JobFailed(
             "job-error", "The layer's activation index is gone", "it was deleted during the atlas; submit again"

@@ -31,7 +31,7 @@ from worker.core.relu_rules import NonReLUNonlinearity
 from worker.core.trust.randomization import DEFINITION as RANDOMIZATION_DEFINITION
 from worker.core.trust.randomization import randomization_check
 from worker.datasets import decode_image
-from worker.indexes import IndexAccess
+from worker.indexes import IndexAccess, LayerIndex
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,7 @@ class Projections:
     originals: np.ndarray  # [images used, C, H, W] in [0, 1]: the images the neurons live in
     original_row: dict[int, int]  # image_index -> row of `originals`
     index: dict[str, Any] | None = None  # the activation index the top images came from
+    layer_index: LayerIndex | None = None  # that index itself (an atlas chunk reads its numbers too)
     trust: dict[str, Any] | None = None  # the randomization check (params.randomization_check)
     randomized: np.ndarray | None = None  # [neurons, C, H, W]: the same projections, weights randomized
 
@@ -83,11 +84,15 @@ def project_neurons(ctx: JobContext, params: DeconvnetParams) -> Projections:
         for start in range(0, len(pictures), params.batch_size):
             yield prepare_images(pictures[start : start + params.batch_size], record["input"], ctx.device)
 
-    index_used = None
+    index_used, layer_index = None, None
     if params.dataset is not None and params.position is None:
         # Z&F's search through the dataset is the activation index's top-k (read, or built
         # here and kept): only the images the projected neurons live in are forwarded again.
-        values, positions, image_of_row, index_used = _maxima_from_index(ctx, params, loaded)
+        values, positions, image_of_row, layer_index = _maxima_from_index(ctx, params, loaded)
+        # The same in every job that reads this index (identical jobs give identical
+        # artifacts); whether this job built it is in the job's summary.
+        index_used = {key: layer_index.record[key] for key in ("id", "k", "images")}
+        index_used = {"used": True, **index_used, "built_now": layer_index.built_now}
     else:
         ctx.progress(0.05, f"forward pass of {len(pictures)} images to {params.layer}")
         values, positions = channel_maxima(model, batches(), params.layer, check=ctx.check)
@@ -169,6 +174,7 @@ def project_neurons(ctx: JobContext, params: DeconvnetParams) -> Projections:
         originals=denormalize(images, spec).clamp(0, 1).cpu().numpy(),
         original_row=original_row,
         index=index_used,
+        layer_index=layer_index,
         trust={"randomization_check": randomization_panel(sanity, params)},
         randomized=sanity.randomized_projections.float().cpu().numpy() if sanity is not None else None,
     )
@@ -176,11 +182,11 @@ def project_neurons(ctx: JobContext, params: DeconvnetParams) -> Projections:
 
 def _maxima_from_index(
     ctx: JobContext, params: DeconvnetParams, loaded
-) -> tuple[torch.Tensor, torch.Tensor, list[int], dict]:
+) -> tuple[torch.Tensor, torch.Tensor, list[int], LayerIndex]:
     """Per channel, its top images from the layer's activation index, as `channel_maxima`
     gives them over all images but only for the images in some channel's top k (the others
     are -inf: never among a channel's top `top_k <= k`). Returns (values, positions, the
-    dataset image of each row, what result.json says about the index)."""
+    dataset image of each row, the index)."""
     access = IndexAccess(ctx, loaded.record, params.dataset)
     found = access.find(params.layer, params.top_k)
     if found is None:
@@ -200,11 +206,7 @@ def _maxima_from_index(
         rows = [row[i] for i in top.images[channel].tolist()]
         values[rows, channel] = top.values[channel].float().cpu()
         positions[rows, channel] = top.positions[channel].cpu()
-    # The same in every job that reads this index (identical jobs give identical artifacts);
-    # whether this job built it is in the job's summary.
-    used = {"used": True, "id": found.record["id"], "k": found.record["k"], "images": found.record["images"],
-            "built_now": found.built_now}  # fmt: skip
-    return values, positions, image_of_row, used
+    return values, positions, image_of_row, found
 
 
 def _pictures(ctx: JobContext, params: DeconvnetParams) -> tuple[list[str] | None, list[np.ndarray]]:
