@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import shlex
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,7 @@ import redis
 from bench import results_dir
 from bench.httpload import LoadResult, cpu_seconds, percentile, raw_request, run_load
 from bench.jobclient import MODEL, create_job, job_body, record, submit_jobs, wait_all_terminal, wait_terminal
-from bench.processes import ROOT, Processes, end_on_signals, free_port, wait_http
+from bench.processes import ROOT, Processes, end_on_signals, free_port, stop_after_run, wait_http
 from service.catalogs import ModelCatalog
 from service.settings import Settings
 
@@ -324,15 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; stopping the subprocesses", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        procs.stop_all()
-        if ok and not args.keep_logs:
-            for path in log_dir.iterdir():
-                path.unlink()
-            log_dir.rmdir()
-        else:
-            print(f"subprocess logs: {log_dir}", file=sys.stderr)
+        stop_after_run(procs, log_dir, remove_logs=ok and not args.keep_logs)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from bench import publish, results_dir
 from bench.__main__ import git_commit
 from bench.httpload import percentile
 from bench.jobclient import record
-from bench.processes import ROOT, Processes, end_on_signals, start_service
+from bench.processes import ROOT, Processes, end_on_signals, start_service, stop_after_run
 
 RESULTS = results_dir() / "latency.md"
 ROWS = 3000  # retail-sample's rows
@@ -251,10 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; stopping the subprocesses", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        procs.stop_all()
-        print(f"subprocess logs: {log_dir}", file=sys.stderr)
+        stop_after_run(procs, log_dir)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,20 @@ def end_on_signals() -> None:
         signal.signal(signum, interrupted)
 
 
+def stop_after_run(procs: Processes, log_dir: Path, *, remove_logs: bool = False) -> None:
+    """The `finally` of a run that called end_on_signals: further signals are ignored while the
+    subprocesses stop; then their logs are removed (`remove_logs`) or their folder is named."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    procs.stop_all()
+    if remove_logs:
+        for path in log_dir.iterdir():
+            path.unlink()
+        log_dir.rmdir()
+    else:
+        print(f"subprocess logs: {log_dir}", file=sys.stderr)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
