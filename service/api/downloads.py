@@ -1,6 +1,7 @@
-"""Answering a GET of a blob-store file: streamed (one chunk in memory per client), with a strong
-ETag, `If-None-Match`, single `Range` requests (206, or 416 with the size), HEAD without opening
-the file, and, for an S3 store with presigned downloads on, a redirect to a short-lived URL.
+"""Answering a GET of a blob-store file: streamed (one chunk in memory per client; a small file
+read whole, SMALL_BODY_BYTES), with a strong ETag, `If-None-Match`, single `Range` requests (206,
+or 416 with the size), HEAD without opening the file, and, for an S3 store with presigned
+downloads on, a redirect to a short-lived URL.
 
 Starlette's FileResponse does ranges for local files only; the blob store may be S3, so the
 few lines of RFC 9110 ranges are here.
@@ -19,6 +20,10 @@ from service.settings import Settings
 from service.storage import BlobNotFound, BlobStore, RangeNotSatisfiable
 
 IMMUTABLE = "private, max-age=31536000, immutable"
+# A body up to this size is read whole and answered at once (most artifacts: result.json, PNGs,
+# small arrays): a stream's disconnect watcher and its trips to a worker thread cost the API
+# more than the bytes. Larger ones stream, one chunk in memory per client.
+SMALL_BODY_BYTES = 256 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -82,23 +87,30 @@ async def blob_response(
     headers["Content-Length"] = str(end - start)
     if request.method == "HEAD" or end == start:  # headers only, or an empty file
         return Response(status_code=status, headers=headers, media_type=media_type)
+    small = end - start <= SMALL_BODY_BYTES
     try:
-        reader = await store.open_read_async(key, start, end)
+        if small:
+            stored, body = await store.read_range_async(key, start, end)
+        else:
+            reader = await store.open_read_async(key, start, end)
+            stored = reader.size
     except BlobNotFound:
         raise ProblemError(404, "file-gone", "The file is no longer stored (it expired or was deleted).") from None
-    except RangeNotSatisfiable:  # shorter than recorded: the reader's size check below says so
-        reader = None
-    if reader is None or reader.size != size:
+    except RangeNotSatisfiable:  # shorter than recorded
+        stored = -1
+    if stored != size:
         # A crash of the machine before the file reached the disk (artifacts are fsynced in the
         # background: GLASSBOX_ARTIFACT_FLUSH_SECONDS): never serve it cut short.
-        if reader is not None:
+        if not small and stored >= 0:
             await reader.aclose()
         raise ProblemError(
             404, "file-gone",
-            f"The stored file has {'another size' if reader else 'fewer bytes'} than the {size} bytes recorded "
+            f"The stored file has {'another size' if stored >= 0 else 'fewer bytes'} than the {size} bytes recorded "
             "(it was lost in a crash of the machine); run the job again: with the same `seed` it gives the same "
             "result.",
         )  # fmt: skip
+    if small:
+        return Response(body, status_code=status, headers=headers, media_type=media_type)
     return StreamingResponse(
         reader, status_code=status, headers=headers, media_type=media_type, background=BackgroundTask(reader.aclose)
     )

@@ -63,6 +63,12 @@ class BlobStore(ABC):
     async def get_bytes_async(self, key: str) -> bytes:
         return await (await self.open_read_async(key)).read_all()
 
+    async def read_range_async(self, key: str, start: int = 0, end: int | None = None) -> tuple[int, bytes]:
+        """(the blob's size, bytes [start, end) of it) in memory, for small ranges; raises as
+        open_read does."""
+        reader = await self.open_read_async(key, start, end)
+        return reader.size, await reader.read_all()
+
     @abstractmethod
     def head(self, key: str) -> BlobMeta | None:
         """The blob's size and time, or None when there is none."""

@@ -128,6 +128,15 @@ class FileBlobStore(BlobStore):
         chunks = _read_chunks_async(file, stop - first, chunk_size)
         return AsyncBlobReader(key, size, first, stop, chunks, file.close)
 
+    async def read_range_async(self, key: str, start: int = 0, end: int | None = None) -> tuple[int, bytes]:
+        # One trip to a worker thread (open, size, read) instead of one per step.
+        return await asyncio.to_thread(self._read_range, key, start, end)
+
+    def _read_range(self, key: str, start: int, end: int | None) -> tuple[int, bytes]:
+        file, size, first, stop = self._open(key, start, end)
+        with file:
+            return size, file.read(stop - first)
+
     def _open(self, key: str, start: int, end: int | None) -> tuple[IO[bytes], int, int, int]:
         path = self._path(key)
         try:

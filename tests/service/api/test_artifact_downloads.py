@@ -45,12 +45,16 @@ async def test_a_range_is_206_with_content_range_and_past_the_end_is_416(api):
 
 
 async def test_artifact_names_may_hold_folders(api):
-    job_id = await finished_job(api, [ArtifactBlob("units/3/fv.png", "image/png", b"png"), ArtifactBlob("atlas.json", "application/json", b"{}")])
+    job_id = await finished_job(
+        api,
+        [ArtifactBlob("units/3/fv.png", "image/png", b"png"), ArtifactBlob("atlas.json", "application/json", b"{}")],
+    )
     got = await api.alice.get(f"/v1/jobs/{job_id}/artifacts/units/3/fv.png")
     assert got.status_code == 200 and got.content == b"png"
     job = (await api.alice.get(f"/v1/jobs/{job_id}")).json()
     assert [a["url"] for a in job["result"]["artifacts"]] == [
-        f"/v1/jobs/{job_id}/artifacts/units/3/fv.png", f"/v1/jobs/{job_id}/artifacts/atlas.json"
+        f"/v1/jobs/{job_id}/artifacts/units/3/fv.png",
+        f"/v1/jobs/{job_id}/artifacts/atlas.json",
     ]
     escape = await api.alice.get(f"/v1/jobs/{job_id}/artifacts/units/%2e%2e/atlas.json")
     assert escape.status_code in (404, 422)
@@ -63,7 +67,9 @@ async def test_a_job_finished_before_the_blob_store_keeps_serving_its_redis_arti
     data = b"written by the old version"
     ref = {"name": "old.txt", "content_type": "text/plain", "bytes": len(data),
            "sha256": hashlib.sha256(data).hexdigest(), "url": f"/v1/jobs/{job['id']}/artifacts/old.txt"}  # fmt: skip
-    api.store.redis.hset(keys.job(job["id"]), mapping={"status": "succeeded", "result": json.dumps({"artifacts": [ref], "summary": {}})})
+    api.store.redis.hset(
+        keys.job(job["id"]), mapping={"status": "succeeded", "result": json.dumps({"artifacts": [ref], "summary": {}})}
+    )
     api.store.redis.set(keys.artifact(job["id"], "old.txt"), data, ex=3600)
     api.store.redis.publish(keys.events(job["id"]), "{}")  # what any write does: drop cached copies
     got = await api.alice.get(f"/v1/jobs/{job['id']}/artifacts/old.txt")
@@ -77,3 +83,28 @@ async def test_an_empty_artifact_downloads_as_zero_bytes(api):
     got = await api.alice.get(f"/v1/jobs/{job_id}/artifacts/empty.bin")
     assert got.status_code == 200 and got.content == b"" and got.headers["content-length"] == "0"
     assert got.headers["etag"] == f'"{hashlib.sha256(b"").hexdigest()}"'
+
+
+async def test_a_small_file_is_answered_whole_and_a_large_one_streamed_with_the_same_headers(api):
+    from service.api.downloads import SMALL_BODY_BYTES
+
+    large = os.urandom(SMALL_BODY_BYTES * 3 + 7)
+    small = large[:SMALL_BODY_BYTES]  # the largest answered whole
+    job_id = await finished_job(api, [ArtifactBlob("large.bin", "application/octet-stream", large),
+                                      ArtifactBlob("small.bin", "application/octet-stream", small)])  # fmt: skip
+    answers = {}
+    for name, data in (("large.bin", large), ("small.bin", small)):
+        whole = await api.alice.get(f"/v1/jobs/{job_id}/artifacts/{name}")
+        assert whole.status_code == 200 and whole.content == data
+        assert whole.headers["content-length"] == str(len(data))
+        assert whole.headers["etag"] == f'"{hashlib.sha256(data).hexdigest()}"'
+        answers[name] = {
+            k: v for k, v in whole.headers.items() if k not in ("content-length", "etag", "content-disposition")
+        }
+        # a range of the large file small enough to be read whole, and one that streams
+        for start, end in ((5, 5 + SMALL_BODY_BYTES), (1, len(data))):
+            part = await api.alice.get(
+                f"/v1/jobs/{job_id}/artifacts/{name}", headers={"Range": f"bytes={start}-{end - 1}"}
+            )
+            assert part.status_code == 206 and part.content == data[start:end], (name, start, end)
+    assert answers["large.bin"] == answers["small.bin"]

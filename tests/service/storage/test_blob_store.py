@@ -127,6 +127,7 @@ def test_ranged_reads(backend: Backend, start, end, expected_end):
     reader = asyncio.run(store.open_read_async("r/blob", start, end))
     assert (reader.start, reader.end) == (start, expected_end)
     assert asyncio.run(reader.read_all()) == DATA[start:expected_end]
+    assert asyncio.run(store.read_range_async("r/blob", start, end)) == (1000, DATA[start:expected_end])
 
 
 def test_ranges_outside_the_blob_are_refused(backend: Backend):
@@ -139,11 +140,15 @@ def test_ranges_outside_the_blob_are_refused(backend: Backend):
         assert refused.value.size == store.head(key).size
         with pytest.raises(RangeNotSatisfiable):
             asyncio.run(store.open_read_async(key, start, end))
+        with pytest.raises(RangeNotSatisfiable):
+            asyncio.run(store.read_range_async(key, start, end))
     for start, end in [(-1, None), (5, 5), (7, 3)]:
         with pytest.raises(ValueError, match="invalid"):
             store.open_read("r/blob", start, end)
     with pytest.raises(BlobNotFound):
         store.open_read("r/none", 5000, 6000)
+    with pytest.raises(BlobNotFound):
+        asyncio.run(store.read_range_async("r/none"))
 
 
 def test_streaming_a_multi_megabyte_blob_in_bounded_chunks(backend: Backend):
