@@ -1,4 +1,4 @@
-"""The JSON body of a job request, read by the endpoint itself: create and estimate.
+"""The JSON body of a job request, read by the create endpoint itself.
 
 FastAPI reads a declared body parameter through its dependency machinery, which on the create
 path cost more API CPU than the job's plan, its record and its Redis script together (about a
@@ -7,10 +7,11 @@ Advanced Configuration": read the request, validate with the pydantic model, dec
 `openapi_extra`) is used here, and the errors are FastAPI's own, in its order: 415 for another
 media type, `json_invalid` at `body.<position>` for bad JSON, 400 for JSON that cannot be
 parsed at all (nesting or an integer too long), `missing` at `body` for an empty body, and the
-model's errors under `body`. A header the endpoint reads is checked the same way (`read_header`: FastAPI's
-errors, reported with the body's). The OpenAPI document says the same as for declared parameters
-(`json_body_openapi`, `header_openapi`), and problems.py finds the model for its "allowed: ..."
-hints by the endpoint's mark (`reads_json_body`).
+model's errors under `body`. A header the endpoint reads is checked the same way
+(`read_header`: FastAPI's errors, reported with the body's). The OpenAPI document says the same
+as for declared parameters (`json_body_openapi`, `header_openapi`), and problems.py finds the
+model for its "allowed: ..." hints by the endpoint's mark (`reads_json_body`). Estimate keeps
+FastAPI's own reading: tests compare the two answer for answer.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ async def read_json_body(request: Request, model: type[Model], parameter_errors:
                     "input": {},
                     "ctx": {"error": exc.msg},
                 }
-            ],  # fmt: skip
+            ],
             body=exc.doc,
         ) from exc
     except HTTPException:  # the body size limit (body_size.py)

@@ -13,7 +13,6 @@ everything else a create does).
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 import redis.asyncio
@@ -21,8 +20,6 @@ from redis.exceptions import NoScriptError
 
 from service.jobstore import scripts
 from service.jobstore.store import CreateOutcome, JobStore, NewJob
-
-log = logging.getLogger("glassbox.jobstore")
 
 
 class AsyncJobCreates:

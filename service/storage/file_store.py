@@ -3,8 +3,9 @@
 A put writes `<root>/.tmp/<random>.part` (same filesystem as its destination), fsyncs it, and
 publishes it with os.replace, which is atomic on POSIX: readers see the old object or the new
 one, never a part. A put with `sync=False` (job artifacts) is published before its fsync, which
-a background thread does within `flush_interval` seconds (deferred_flush.py). Several processes, or hosts sharing the volume, may write at once: temporary
-names are random, and the last publish of a key wins. A crash leaves only a `.part` file,
+a background thread does within `flush_interval` seconds (deferred_flush.py). Several
+processes, or hosts sharing the volume, may write at once: temporary names are random, and the
+last publish of a key wins. A crash leaves only a `.part` file,
 which discard_abandoned_uploads removes once it is old.
 """
 

@@ -15,7 +15,6 @@ from service.kinds.deconvnet import DeconvnetParams
 from worker.context import JobContext, JobFailed, JobOutput
 from worker.core.deconvnet import receptive_fields
 from worker.core.imaging import denormalize, png_bytes, prepare_images
-from worker.indexes import IndexAccess
 from worker.kinds.activation_maximization.compute import Hooks, render_images
 from worker.kinds.atlas.files import CHUNK_FILE, write_chunk
 from worker.kinds.atlas.numbers import unit_entry
@@ -34,10 +33,8 @@ def run(ctx: JobContext, params: AtlasChunkParams) -> JobOutput:
     deconv = DeconvnetParams(layer=atlas.layer, channels=params.units, dataset=atlas.dataset, top_k=atlas.top_k,
                              method=atlas.method, batch_size=min(atlas.batch_size, 1024))  # fmt: skip
     projections = project_neurons(ctx, deconv)
-    found = projections.layer_index  # the projections' own index: not read again
+    found = projections.layer_index  # the index the projections read (or built): not read again
     if found is None or found.record["k"] < index_k(atlas):
-        found = IndexAccess(ctx, record, atlas.dataset).find(atlas.layer, index_k(atlas))
-    if found is None:
         raise JobFailed(
             "job-error", "The layer's activation index is gone", "it was deleted during the atlas; submit again"
         )

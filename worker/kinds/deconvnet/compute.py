@@ -61,10 +61,19 @@ class Projections:
     reconstructions: np.ndarray  # [neurons, C, H, W] float32 in the model's input space, uncropped
     originals: np.ndarray  # [images used, C, H, W] in [0, 1]: the images the neurons live in
     original_row: dict[int, int]  # image_index -> row of `originals`
-    index: dict[str, Any] | None = None  # the activation index the top images came from
-    layer_index: LayerIndex | None = None  # that index itself (an atlas chunk reads its numbers too)
+    layer_index: LayerIndex | None = None  # the activation index the top images came from
     trust: dict[str, Any] | None = None  # the randomization check (params.randomization_check)
     randomized: np.ndarray | None = None  # [neurons, C, H, W]: the same projections, weights randomized
+
+    @property
+    def index(self) -> dict[str, Any] | None:
+        """What result.json says about the index: the same in every job that reads it (identical
+        jobs give identical artifacts); whether this job built it is in the job's summary."""
+        if self.layer_index is None:
+            return None
+        record = self.layer_index.record
+        return {"used": True, "id": record["id"], "k": record["k"], "images": record["images"],
+                "built_now": self.layer_index.built_now}  # fmt: skip
 
 
 def project_neurons(ctx: JobContext, params: DeconvnetParams) -> Projections:
@@ -84,15 +93,11 @@ def project_neurons(ctx: JobContext, params: DeconvnetParams) -> Projections:
         for start in range(0, len(pictures), params.batch_size):
             yield prepare_images(pictures[start : start + params.batch_size], record["input"], ctx.device)
 
-    index_used, layer_index = None, None
+    layer_index = None
     if params.dataset is not None and params.position is None:
         # Z&F's search through the dataset is the activation index's top-k (read, or built
         # here and kept): only the images the projected neurons live in are forwarded again.
         values, positions, image_of_row, layer_index = _maxima_from_index(ctx, params, loaded)
-        # The same in every job that reads this index (identical jobs give identical
-        # artifacts); whether this job built it is in the job's summary.
-        index_used = {key: layer_index.record[key] for key in ("id", "k", "images")}
-        index_used = {"used": True, **index_used, "built_now": layer_index.built_now}
     else:
         ctx.progress(0.05, f"forward pass of {len(pictures)} images to {params.layer}")
         values, positions = channel_maxima(model, batches(), params.layer, check=ctx.check)
@@ -173,7 +178,6 @@ def project_neurons(ctx: JobContext, params: DeconvnetParams) -> Projections:
         reconstructions=projections.float().cpu().numpy(),
         originals=denormalize(images, spec).clamp(0, 1).cpu().numpy(),
         original_row=original_row,
-        index=index_used,
         layer_index=layer_index,
         trust={"randomization_check": randomization_panel(sanity, params)},
         randomized=sanity.randomized_projections.float().cpu().numpy() if sanity is not None else None,
