@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.httpload import cpu_seconds
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -47,9 +49,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
 class Processes:
     """Subprocesses in their own sessions; all stopped by stop_all (TERM, then KILL)."""
 
@@ -69,16 +68,8 @@ class Processes:
         return proc
 
     def cpu_seconds(self) -> dict[str, float]:
-        """CPU time (user + system) each process has used so far, by name (Linux /proc)."""
-        used = {}
-        for name, proc in self.procs:
-            try:
-                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            # utime and stime are the 14th and 15th fields; after the ")" the 3rd is the 1st here.
-            used[name] = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-        return used
+        """CPU time (user + system) each process has used so far, by name (httpload.cpu_seconds)."""
+        return {name: cpu_seconds(proc.pid) for name, proc in self.procs}
 
     def signal_workers(self, signum: int) -> None:
         """Send `signum` to every worker's process group (SIGSTOP/SIGCONT to pause them)."""

@@ -18,7 +18,8 @@ two cores with eight torch threads) and bench/bare_app.py. Writes bench/results/
 2. Latency: for 1, 2, 4, ... 64 concurrent keep-alive clients, each operation for a fixed time
    against Glassbox and then the bare endpoint; median and p99 and requests/s. Creates are
    measured with the workers paused (the API alone on the cores, as the bare app is) and again
-   with one worker running the jobs meanwhile. The saturation point is the first level whose throughput is less than 10% above the previous level's.
+   with one worker running the jobs meanwhile. The saturation point is the first level whose
+   throughput is less than 10% above the previous level's.
 """
 
 from __future__ import annotations
