@@ -110,6 +110,23 @@ function section(title, ...children) {
   return h("section", { class: "result-section" }, h("h3", {}, title), ...children);
 }
 
+// Where a job's time went (result.summary.timings), in the order it was spent.
+const TIMING_LABELS = [["queue_wait_seconds", "queue wait"], ["load_seconds", "load"], ["compute_seconds", "compute"],
+  ["artifacts_seconds", "artifacts"], ["worker_seconds", "on the worker"]];
+
+function summaryValue(key, value) {
+  if (key === "timings" && value && typeof value === "object") {
+    return TIMING_LABELS.filter(([name]) => typeof value[name] === "number")
+      .map(([name, label]) => `${label} ${milliseconds(value[name])}`).join(" · ");
+  }
+  if (value !== null && typeof value === "object") return JSON.stringify(value);
+  return typeof value === "number" ? fmt(value) : String(value);
+}
+
+function milliseconds(seconds) {
+  return seconds < 1 ? `${Math.round(seconds * 1000)} ms` : `${Number(seconds.toFixed(2))} s`;
+}
+
 function commonFooter(job, doc, artifacts, signal) {
   const wrap = h("div", { class: "result-footer" });
   const summary = job.result?.summary || {};
@@ -117,7 +134,7 @@ function commonFooter(job, doc, artifacts, signal) {
     wrap.append(section("Summary", h("dl", { class: "facts summary" },
       Object.entries(summary).flatMap(([k, v]) => [
         h("dt", {}, k),
-        h("dd", { dataset: { summary: k } }, v !== null && typeof v === "object" ? JSON.stringify(v) : typeof v === "number" ? fmt(v) : String(v)),
+        h("dd", { dataset: { summary: k } }, summaryValue(k, v)),
       ]))));
   }
   const list = h("ul", { class: "artifacts" },

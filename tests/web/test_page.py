@@ -66,6 +66,17 @@ def test_deconvnet_from_key_prompt_through_progress_to_the_result(tab, web_stack
     channels = [int(c) for c in page.locator(".channel-row").evaluate_all("rows => rows.map((r) => r.dataset.channel)")]
     assert channels == result["channels"]
     assert page.locator(f'#history-table tr[data-job-id="{job_id}"][data-status="succeeded"]').count() == 1
+    # Where the job's time went, in words and milliseconds, not as the summary's JSON.
+    job, _ = job_and_result(web_stack, job_id)
+    timings = job["result"]["summary"]["timings"]
+    labels = {"queue wait": "queue_wait_seconds", "load": "load_seconds", "compute": "compute_seconds",
+              "artifacts": "artifacts_seconds", "on the worker": "worker_seconds"}  # fmt: skip
+    shown = [part.rsplit(" ", 2) for part in page.text_content('dd[data-summary="timings"]').split(" · ")]
+    assert [label for label, _, _ in shown] == list(labels)
+    for label, value, unit in shown:
+        seconds = float(value) / 1000 if unit == "ms" else float(value)
+        assert unit == ("ms" if timings[labels[label]] < 1 else "s")
+        assert seconds == pytest.approx(timings[labels[label]], abs=0.0051 if unit == "s" else 0.00051)
     tab.screenshot("deconvnet")
 
     # The key is kept for the tab: a reload asks nothing and reopens the job from the URL.
