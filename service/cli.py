@@ -8,6 +8,8 @@ import logging
 import os
 import sys
 
+from pydantic import ValidationError
+
 from service.client import DEFAULT_URL
 from service.settings import Settings
 
@@ -240,6 +242,20 @@ def describe_failure(exc: BaseException, args: argparse.Namespace, session: _Ses
     return None
 
 
+def settings_from_environment() -> Settings:
+    """The settings, or one line per variable that is set wrong (and exit 1), not a traceback."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = [
+            f"glassbox: GLASSBOX_{str(error['loc'][0]).upper()}={error.get('input')!r}: {error['msg']}"
+            if error["loc"]
+            else f"glassbox: the settings: {error['msg']}"
+            for error in exc.errors(include_url=False)
+        ]
+        raise SystemExit("\n".join(lines)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "openapi":
@@ -251,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command in ("run", "jobs"):
         return client_command(args)
-    settings = Settings()
+    settings = settings_from_environment()
     if args.command == "up":
         from service.supervisor import Supervisor
 

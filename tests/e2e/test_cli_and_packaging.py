@@ -53,6 +53,18 @@ def test_api_and_worker_refuse_to_start_without_a_redis_url():
         assert result.returncode != 0 and "GLASSBOX_REDIS_URL" in result.stderr
 
 
+def test_a_setting_set_wrong_is_one_line_naming_the_variable_not_a_traceback():
+    env = {"GLASSBOX_ARTIFACT_FLUSH_SECONDS": "-1", "GLASSBOX_JOB_TIMEOUT_SECONDS": "soon"}
+    for role in ("up", "api", "worker"):
+        result = run("-m", "service.cli", role, env=env)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert sorted(result.stderr.strip().splitlines()) == [
+            "glassbox: GLASSBOX_ARTIFACT_FLUSH_SECONDS='-1': Input should be greater than or equal to 0",
+            "glassbox: GLASSBOX_JOB_TIMEOUT_SECONDS='soon': Input should be a valid integer, unable to parse string as "
+            "an integer",
+        ]
+
+
 def test_the_packaged_redis_server_is_used_when_none_is_on_path(monkeypatch, tmp_path):
     monkeypatch.setattr("shutil.which", lambda name: None)
     binary = find_redis_server()
